@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test of s3upfs: installs what is missing (fuse3, rsync, Garage), then
+# format and lint checks, unit tests and the integration tests against a real Garage
+# server and real FUSE mounts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+S3UPFS_GARAGE_BIN="$(scripts/install-garage.sh)"
+export S3UPFS_GARAGE_BIN
+
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+# Two cores: mounts and servers run beside the tests, so keep the test threads low.
+cargo nextest run --locked --no-fail-fast --test-threads 2 "$@"

@@ -1,0 +1,391 @@
+//! The command line: `s3upfs mount …`, its `-o` (fstab) form, and turning both into a
+//! checked [`MountConfig`]. Every mistake becomes one readable line and exit status 2.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::size::parse_size;
+use crate::upload::schedule::PartSchedule;
+
+pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
+/// Two 1 GiB parts: what the part schedule needs to reach 5 TiB files. Memory is only
+/// taken as writes fill parts, so small and moderate writes use far less.
+pub const DEFAULT_MAX_MEMORY: u64 = 2 << 30;
+/// Part uploads in flight across the mount (see README: measured on Garage, 2 cores).
+pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "s3upfs",
+    version,
+    about = "Mount an S3 bucket; files upload while they are being written"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Mount s3://BUCKET[/PREFIX/] (or --local DIR) on MOUNTPOINT.
+    Mount(MountArgs),
+}
+
+#[derive(Args, Debug, Default)]
+struct MountArgs {
+    /// s3://BUCKET[/PREFIX/] then MOUNTPOINT; with --local only MOUNTPOINT.
+    #[arg(value_name = "SOURCE MOUNTPOINT", num_args = 1..=2, required = true)]
+    positional: Vec<String>,
+    /// Serve DIR with the embedded S3 server and mount its bucket (try s3upfs without an account).
+    #[arg(long, value_name = "DIR")]
+    local: Option<PathBuf>,
+    /// S3 endpoint, e.g. http://127.0.0.1:3900 for Garage or MinIO.
+    #[arg(long, value_name = "URL")]
+    endpoint_url: Option<String>,
+    #[arg(long, value_name = "R")]
+    region: Option<String>,
+    /// AWS profile from ~/.aws/config and ~/.aws/credentials.
+    #[arg(long, value_name = "P")]
+    profile: Option<String>,
+    /// Address the bucket as ENDPOINT/BUCKET instead of BUCKET.ENDPOINT.
+    #[arg(long)]
+    force_path_style: bool,
+    /// Stay in the foreground (logs to stderr; SIGINT/SIGTERM unmount).
+    #[arg(long, short = 'f')]
+    foreground: bool,
+    /// Let other users use the mount (modes are then enforced).
+    #[arg(long)]
+    allow_other: bool,
+    #[arg(long)]
+    read_only: bool,
+    /// Owner of objects without uid metadata (default: the mounting user).
+    #[arg(long, value_name = "N")]
+    uid: Option<u32>,
+    #[arg(long, value_name = "N")]
+    gid: Option<u32>,
+    /// Mode of files without mode metadata, octal.
+    #[arg(long, value_name = "0644")]
+    file_mode: Option<String>,
+    #[arg(long, value_name = "0755")]
+    dir_mode: Option<String>,
+    /// Size of the first parts of a multipart upload (min 5MiB; later parts grow).
+    #[arg(long, value_name = "SIZE")]
+    part_size: Option<String>,
+    /// Part uploads in flight at once, for the whole mount.
+    #[arg(long, value_name = "N")]
+    max_concurrency: Option<usize>,
+    /// Memory for part buffers, for the whole mount; writers wait when it is used up.
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<String>,
+    /// error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Options in fstab form: -o endpoint_url=URL,allow_other,part_size=16MiB
+    #[arg(short = 'o', value_name = "opt[,opt...]")]
+    options: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    Bucket { bucket: String, prefix: String },
+    Local(PathBuf),
+}
+
+#[derive(Clone, Debug)]
+pub struct MountConfig {
+    pub source: Source,
+    pub mountpoint: PathBuf,
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub force_path_style: bool,
+    pub foreground: bool,
+    pub allow_other: bool,
+    pub read_only: bool,
+    pub uid: u32,
+    pub gid: u32,
+    pub file_mode: u16,
+    pub dir_mode: u16,
+    pub schedule: PartSchedule,
+    pub max_concurrency: usize,
+    pub max_memory: u64,
+    pub log_level: log::LevelFilter,
+}
+
+impl MountConfig {
+    pub fn prefix(&self) -> &str {
+        match &self.source {
+            Source::Bucket { prefix, .. } => prefix,
+            Source::Local(_) => "",
+        }
+    }
+}
+
+/// Parses `s3://BUCKET[/PREFIX/]`; the prefix always ends in `/` when present.
+pub fn parse_s3_url(url: &str) -> Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| format!("'{url}' is not an s3://BUCKET[/PREFIX/] address"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(format!("'{url}' names no bucket"));
+    }
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(|part| part == "." || part == "..") {
+        return Err(format!(
+            "prefix of '{url}' may not contain . or .. segments"
+        ));
+    }
+    let prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    Ok((bucket.to_owned(), prefix))
+}
+
+fn parse_mode(text: &str, what: &str) -> Result<u16, String> {
+    u16::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o7777)
+        .ok_or_else(|| format!("invalid {what} '{text}': expected an octal mode such as 0644"))
+}
+
+/// Applies `-o` options to the arguments; options given as flags win.
+fn apply_options(args: &mut MountArgs) -> Result<(), String> {
+    let options: Vec<String> = args
+        .options
+        .iter()
+        .flat_map(|group| group.split(','))
+        .map(str::trim)
+        .filter(|option| !option.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for option in options {
+        let (name, value) = match option.split_once('=') {
+            Some((name, value)) => (name.replace('-', "_"), Some(value.to_owned())),
+            None => (option.replace('-', "_"), None),
+        };
+        let need = |value: Option<String>| {
+            value.ok_or_else(|| format!("option -o {name} needs a value ({name}=...)"))
+        };
+        match name.as_str() {
+            "endpoint_url" => args.endpoint_url = args.endpoint_url.take().or(Some(need(value)?)),
+            "region" => args.region = args.region.take().or(Some(need(value)?)),
+            "profile" => args.profile = args.profile.take().or(Some(need(value)?)),
+            "uid" => {
+                let text = need(value)?;
+                let uid = text.parse().map_err(|_| format!("invalid uid '{text}'"))?;
+                args.uid = args.uid.or(Some(uid));
+            }
+            "gid" => {
+                let text = need(value)?;
+                let gid = text.parse().map_err(|_| format!("invalid gid '{text}'"))?;
+                args.gid = args.gid.or(Some(gid));
+            }
+            "file_mode" => args.file_mode = args.file_mode.take().or(Some(need(value)?)),
+            "dir_mode" => args.dir_mode = args.dir_mode.take().or(Some(need(value)?)),
+            "part_size" => args.part_size = args.part_size.take().or(Some(need(value)?)),
+            "max_memory" => args.max_memory = args.max_memory.take().or(Some(need(value)?)),
+            "max_concurrency" => {
+                let text = need(value)?;
+                let count = text
+                    .parse()
+                    .map_err(|_| format!("invalid max_concurrency '{text}'"))?;
+                args.max_concurrency = args.max_concurrency.or(Some(count));
+            }
+            "log_level" => args.log_level = args.log_level.take().or(Some(need(value)?)),
+            "local" => args.local = args.local.take().or(Some(PathBuf::from(need(value)?))),
+            "force_path_style" => args.force_path_style = true,
+            "foreground" => args.foreground = true,
+            "allow_other" => args.allow_other = true,
+            "read_only" | "ro" => args.read_only = true,
+            // Generic mount(8)/fstab words that mean nothing more here.
+            "rw" | "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "_netdev"
+            | "nofail" | "exec" | "noexec" | "suid" | "nosuid" | "dev" | "nodev" | "atime"
+            | "noatime" | "relatime" => {}
+            _ => return Err(format!("unknown mount option -o {option}")),
+        }
+    }
+    Ok(())
+}
+
+fn resolve(mut args: MountArgs) -> Result<MountConfig, String> {
+    apply_options(&mut args)?;
+    let (source, mountpoint) = match (&args.local, args.positional.as_slice()) {
+        (Some(dir), [mountpoint]) => (Source::Local(dir.clone()), mountpoint.clone()),
+        (Some(_), _) => {
+            return Err("with --local DIR, give only the MOUNTPOINT".to_owned());
+        }
+        (None, [url, mountpoint]) => {
+            let (bucket, prefix) = parse_s3_url(url)?;
+            (Source::Bucket { bucket, prefix }, mountpoint.clone())
+        }
+        (None, _) => {
+            return Err(
+                "usage: s3upfs mount s3://BUCKET[/PREFIX/] MOUNTPOINT (or --local DIR MOUNTPOINT)"
+                    .to_owned(),
+            );
+        }
+    };
+    let part_size = args
+        .part_size
+        .as_deref()
+        .map(parse_size)
+        .transpose()
+        .map_err(|e| format!("--part-size: {e}"))?
+        .unwrap_or(DEFAULT_PART_SIZE);
+    let max_memory = args
+        .max_memory
+        .as_deref()
+        .map(parse_size)
+        .transpose()
+        .map_err(|e| format!("--max-memory: {e}"))?
+        .unwrap_or(DEFAULT_MAX_MEMORY);
+    let schedule = PartSchedule::new(part_size, max_memory)?;
+    let max_concurrency = args.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
+    if max_concurrency == 0 || max_concurrency > 1024 {
+        return Err(format!(
+            "--max-concurrency {max_concurrency} is out of range (1 to 1024)"
+        ));
+    }
+    let log_level = match args.log_level.as_deref() {
+        None => log::LevelFilter::Info,
+        Some(level) => level.parse().map_err(|_| {
+            format!("invalid --log-level '{level}': use error, warn, info, debug or trace")
+        })?,
+    };
+    // SAFETY: getuid/getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    Ok(MountConfig {
+        source,
+        mountpoint: PathBuf::from(mountpoint),
+        endpoint_url: args.endpoint_url,
+        region: args.region,
+        profile: args.profile,
+        force_path_style: args.force_path_style,
+        foreground: args.foreground,
+        allow_other: args.allow_other,
+        read_only: args.read_only,
+        uid: args.uid.unwrap_or(uid),
+        gid: args.gid.unwrap_or(gid),
+        file_mode: parse_mode(args.file_mode.as_deref().unwrap_or("0644"), "--file-mode")?,
+        dir_mode: parse_mode(args.dir_mode.as_deref().unwrap_or("0755"), "--dir-mode")?,
+        schedule,
+        max_concurrency,
+        max_memory,
+        log_level,
+    })
+}
+
+/// Entry point of the binary; returns the process exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = error.print();
+                return if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    2
+                } else {
+                    0
+                };
+            }
+            let rendered = error.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("s3upfs: {}", first.trim_start_matches("error: "));
+            return 2;
+        }
+    };
+    match cli.command {
+        Command::Mount(args) => match resolve(args) {
+            Ok(config) => match crate::daemon::run(config) {
+                Ok(()) => 0,
+                Err(message) => {
+                    eprintln!("s3upfs: {message}");
+                    1
+                }
+            },
+            Err(message) => {
+                eprintln!("s3upfs: {message}");
+                2
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(positional: &[&str]) -> MountArgs {
+        MountArgs {
+            positional: positional.iter().map(|s| s.to_string()).collect(),
+            ..MountArgs::default()
+        }
+    }
+
+    #[test]
+    fn s3_urls_split_into_bucket_and_slash_terminated_prefix() {
+        assert_eq!(parse_s3_url("s3://b"), Ok(("b".into(), "".into())));
+        assert_eq!(parse_s3_url("s3://b/"), Ok(("b".into(), "".into())));
+        assert_eq!(parse_s3_url("s3://b/x/y"), Ok(("b".into(), "x/y/".into())));
+        assert!(parse_s3_url("b/x").is_err());
+        assert!(parse_s3_url("s3:///x").is_err());
+        assert!(parse_s3_url("s3://b/../x").is_err());
+    }
+
+    #[test]
+    fn fstab_options_fill_in_what_flags_did_not_set() {
+        let mut given = args(&["s3://b", "/mnt"]);
+        given.region = Some("flag-wins".into());
+        given.options = vec![
+            "endpoint_url=http://127.0.0.1:9000,region=opt,allow_other".into(),
+            "part_size=16MiB,rw,_netdev".into(),
+        ];
+        let config = resolve(given).expect("valid");
+        assert_eq!(
+            config.endpoint_url.as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(config.region.as_deref(), Some("flag-wins"));
+        assert!(config.allow_other);
+        assert_eq!(config.schedule.first_part_size(), 16 << 20);
+    }
+
+    #[test]
+    fn bad_values_name_their_option() {
+        let mut given = args(&["s3://b", "/mnt"]);
+        given.part_size = Some("lots".into());
+        assert!(resolve(given).unwrap_err().starts_with("--part-size"));
+        let mut given = args(&["s3://b", "/mnt"]);
+        given.options = vec!["frobnicate".into()];
+        assert!(resolve(given).unwrap_err().contains("unknown mount option"));
+        let mut given = args(&["s3://b", "/mnt"]);
+        given.file_mode = Some("999".into());
+        assert!(resolve(given).unwrap_err().contains("octal"));
+        let mut given = args(&["s3://b", "/mnt"]);
+        given.part_size = Some("1MiB".into());
+        assert!(resolve(given).unwrap_err().contains("minimum"));
+    }
+
+    #[test]
+    fn local_takes_only_the_mountpoint() {
+        let mut given = args(&["/mnt"]);
+        given.local = Some("/data".into());
+        assert_eq!(
+            resolve(given).expect("valid").source,
+            Source::Local("/data".into())
+        );
+        let mut given = args(&["s3://b", "/mnt"]);
+        given.local = Some("/data".into());
+        assert!(resolve(given).is_err());
+    }
+}

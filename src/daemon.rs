@@ -1,0 +1,414 @@
+//! Running a mount: checks the mountpoint, builds the S3 client (or starts the embedded
+//! `--local` server), proves the bucket usable, mounts, detaches once the mount is
+//! ready, and unmounts cleanly on SIGINT/SIGTERM, aborting unfinished uploads.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation};
+use log::{info, warn};
+
+use crate::cli::{MountConfig, Source};
+use crate::fs::{Namespace, NamespaceConfig};
+use crate::fuse::FuseAdapter;
+use crate::local_server::LocalServer;
+use crate::s3::{S3Client, S3ErrorKind};
+use crate::upload::UploadContext;
+
+/// Set in the environment of the detached child: it reports readiness on stdout.
+const DAEMON_CHILD_ENV: &str = "S3UPFS_DAEMON_CHILD";
+/// Attempts per S3 request (the first try included); backoff is exponential with jitter.
+pub const MAX_ATTEMPTS: u32 = 6;
+const FUSE_THREADS: usize = 8;
+const ATTR_TTL: Duration = Duration::from_secs(1);
+
+fn init_logging(level: log::LevelFilter) {
+    // The SDK and HTTP stack stay at warn: their debug output is noise, and signing
+    // details have no place in a log.
+    let quiet = level.min(log::LevelFilter::Warn);
+    let _ = env_logger::Builder::new()
+        .filter_level(level)
+        .filter_module("aws_config", quiet)
+        .filter_module("aws_sdk_s3", quiet)
+        .filter_module("aws_smithy_runtime", quiet)
+        .filter_module("aws_smithy_runtime_api", quiet)
+        .filter_module("aws_smithy_http_client", quiet)
+        .filter_module("aws_runtime", quiet)
+        .filter_module("aws_sigv4", quiet)
+        .filter_module("hyper", quiet)
+        .filter_module("hyper_util", quiet)
+        .filter_module("h2", quiet)
+        .filter_module("rustls", quiet)
+        .filter_module("s3s", quiet)
+        .filter_module("s3s_fs", quiet)
+        .filter_module("fuser", level.min(log::LevelFilter::Info))
+        .format_timestamp_millis()
+        .try_init();
+}
+
+/// The mountpoint must be an existing, empty directory. A dead mount left by a killed
+/// daemon (ENOTCONN) is detached first, so remounting needs no manual step.
+fn check_mountpoint(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            warn!(
+                "{} is a dead mount left by an earlier s3upfs; detaching it",
+                path.display()
+            );
+            detach(path).map_err(|e| {
+                format!(
+                    "mountpoint {} is a dead mount and detaching it failed ({e}); run: fusermount3 -u {}",
+                    path.display(),
+                    path.display()
+                )
+            })?;
+            check_mountpoint_once(path)
+        }
+        _ => check_mountpoint_once(path),
+    }
+}
+
+fn check_mountpoint_once(path: &Path) -> Result<(), String> {
+    let metadata = std::fs::metadata(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!("mountpoint {} does not exist", path.display())
+        } else {
+            format!("mountpoint {}: {e}", path.display())
+        }
+    })?;
+    if !metadata.is_dir() {
+        return Err(format!("mountpoint {} is not a directory", path.display()));
+    }
+    let mut entries =
+        std::fs::read_dir(path).map_err(|e| format!("mountpoint {}: {e}", path.display()))?;
+    if entries.next().is_some() {
+        return Err(format!(
+            "mountpoint {} is not empty (mounting would hide its files)",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Lazily detaches a mount (as root directly, otherwise through fusermount3).
+fn detach(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: c_path is a valid NUL-terminated string for the duration of the call.
+    if unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    let status = Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "fusermount3 exited with {status}"
+        )))
+    }
+}
+
+/// Starts the same command in the foreground, detached, and waits until it reports the
+/// mount ready (exit 0) or failed (its one-line reason, exit 1).
+fn detach_and_wait() -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    args.push("--foreground".into());
+    let mut command = Command::new(exe);
+    command
+        .args(args)
+        .env(DAEMON_CHILD_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    // SAFETY: setsid is async-signal-safe and only detaches from the terminal's session.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start the daemon: {e}"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| "cannot talk to the daemon".to_owned())?;
+    let mut line = String::new();
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    match line.trim_end().strip_prefix("ready") {
+        Some(_) => Ok(()),
+        None => {
+            let _ = child.wait();
+            let reason = line.trim_end().strip_prefix("error: ").unwrap_or("");
+            if reason.is_empty() {
+                Err("the daemon exited before the mount was ready (see its log)".to_owned())
+            } else {
+                Err(reason.to_owned())
+            }
+        }
+    }
+}
+
+/// Tells the waiting parent (if any) how mounting went.
+fn report_to_parent(result: &Result<(), String>) {
+    if std::env::var_os(DAEMON_CHILD_ENV).is_none() {
+        return;
+    }
+    let mut stdout = std::io::stdout();
+    let _ = match result {
+        Ok(()) => writeln!(stdout, "ready"),
+        Err(reason) => writeln!(stdout, "error: {reason}"),
+    };
+    let _ = stdout.flush();
+    // From now on nobody reads stdout: point it at /dev/null.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: both descriptors are open; dup2 replaces fd 1 atomically.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 1);
+        }
+    }
+}
+
+pub fn run(config: MountConfig) -> Result<(), String> {
+    init_logging(config.log_level);
+    if !config.foreground {
+        check_mountpoint(&config.mountpoint)?;
+        return detach_and_wait();
+    }
+    let mut session = None;
+    let prepared = prepare(&config).and_then(|(runtime, local, adapter, label)| {
+        mount(&config, adapter, &label).map(|mounted| {
+            session = Some(mounted);
+            (runtime, local)
+        })
+    });
+    let is_daemon_child = std::env::var_os(DAEMON_CHILD_ENV).is_some();
+    report_to_parent(&prepared.as_ref().map(|_| ()).map_err(Clone::clone));
+    let (runtime, local) = match prepared {
+        Ok(parts) => parts,
+        // The parent prints the reason; printing it here too would say it twice.
+        Err(_) if is_daemon_child => std::process::exit(1),
+        Err(reason) => return Err(reason),
+    };
+    let Some(session) = session else {
+        return Err("mount failed".to_owned());
+    };
+    info!("mounted on {}", config.mountpoint.display());
+    let mountpoint = config.mountpoint.clone();
+    runtime.spawn(async move {
+        unmount_on_signal(mountpoint).await;
+    });
+    let result = session
+        .run()
+        .map_err(|e| format!("FUSE session ended with an error: {e}"));
+    drop(local);
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    info!("exited");
+    result
+}
+
+async fn unmount_on_signal(mountpoint: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        warn!("cannot listen for signals; unmount with: fusermount3 -u MOUNTPOINT");
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => info!("SIGINT: unmounting"),
+        _ = terminate.recv() => info!("SIGTERM: unmounting"),
+    }
+    if let Err(e) = detach(&mountpoint) {
+        warn!("unmounting {} failed: {e}", mountpoint.display());
+    }
+}
+
+type Prepared = (
+    tokio::runtime::Runtime,
+    Option<LocalServer>,
+    FuseAdapter,
+    String,
+);
+
+/// Everything up to the mount itself: any failure here leaves nothing mounted.
+fn prepare(config: &MountConfig) -> Result<Prepared, String> {
+    check_mountpoint(&config.mountpoint)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("s3upfs-io")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+
+    let mut local = None;
+    let (bucket, prefix, endpoint, region, credentials, path_style) = match &config.source {
+        Source::Bucket { bucket, prefix } => (
+            bucket.clone(),
+            prefix.clone(),
+            config.endpoint_url.clone(),
+            config.region.clone(),
+            None,
+            config.force_path_style,
+        ),
+        Source::Local(dir) => {
+            let server = LocalServer::start(runtime.handle(), dir).map_err(|e| {
+                format!("cannot start the local S3 server in {}: {e}", dir.display())
+            })?;
+            let credentials = Credentials::new(
+                server.access_key(),
+                server.secret_key(),
+                None,
+                None,
+                "s3upfs-local",
+            );
+            let endpoint = server.endpoint().to_owned();
+            info!(
+                "local S3 server at {endpoint}, bucket {}, credentials in {}",
+                LocalServer::BUCKET,
+                server.env_file().display()
+            );
+            local = Some(server);
+            (
+                LocalServer::BUCKET.to_owned(),
+                String::new(),
+                Some(endpoint),
+                Some("us-east-1".to_owned()),
+                Some(credentials),
+                true,
+            )
+        }
+    };
+
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = &region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(profile) = &config.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(credentials) = credentials {
+        loader = loader.credentials_provider(credentials);
+    }
+    let sdk_config = runtime.block_on(loader.load());
+    let mut builder = aws_sdk_s3::config::Builder::from(&sdk_config)
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(MAX_ATTEMPTS)
+                .with_initial_backoff(Duration::from_millis(200))
+                .with_max_backoff(Duration::from_secs(10)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build(),
+        )
+        // We send our own CRC32C with every upload; other requests need none.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .force_path_style(path_style);
+    if let Some(endpoint) = &endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    if sdk_config.region().is_none() {
+        if endpoint.is_some() {
+            builder = builder.region(Region::new("us-east-1"));
+        } else {
+            return Err("no AWS region configured: pass --region (or set AWS_REGION)".to_owned());
+        }
+    }
+    let client = Arc::new(S3Client::new(
+        aws_sdk_s3::Client::from_conf(builder.build()),
+        runtime.handle().clone(),
+        bucket.clone(),
+    ));
+    probe_bucket(&client, &bucket, &prefix, endpoint.as_deref())?;
+
+    let uploads = UploadContext::new(
+        Arc::clone(&client),
+        config.schedule,
+        config.max_memory,
+        config.max_concurrency,
+    )
+    .map_err(|e| format!("cannot start the upload pool: {e}"))?;
+    let namespace = Namespace::new(
+        NamespaceConfig {
+            prefix: prefix.clone(),
+            uid: config.uid,
+            gid: config.gid,
+            file_mode: config.file_mode,
+            dir_mode: config.dir_mode,
+            attr_ttl: ATTR_TTL,
+            read_only: config.read_only,
+        },
+        uploads,
+    );
+    let label = format!("s3upfs:{bucket}/{prefix}");
+    Ok((runtime, local, FuseAdapter::new(Arc::new(namespace)), label))
+}
+
+fn probe_bucket(
+    client: &S3Client,
+    bucket: &str,
+    prefix: &str,
+    endpoint: Option<&str>,
+) -> Result<(), String> {
+    let at = endpoint.map(|e| format!(" at {e}")).unwrap_or_default();
+    client
+        .probe(prefix, Duration::from_secs(15))
+        .map_err(|e| match e.kind {
+            S3ErrorKind::NoSuchBucket => format!("bucket '{bucket}' does not exist{at}"),
+            S3ErrorKind::AccessDenied => format!(
+                "access to bucket '{bucket}'{at} denied: check the credentials ({})",
+                e.detail
+            ),
+            S3ErrorKind::Unreachable => {
+                format!("cannot reach the S3 endpoint{at}: {}", e.detail)
+            }
+            _ => format!("cannot use bucket '{bucket}'{at}: {}", e.detail),
+        })
+}
+
+fn mount(
+    config: &MountConfig,
+    adapter: FuseAdapter,
+    label: &str,
+) -> Result<fuser::Session<FuseAdapter>, String> {
+    use fuser::{MountOption, SessionACL};
+    let mut fuse_config = fuser::Config::default();
+    fuse_config.mount_options = vec![
+        MountOption::FSName(label.to_owned()),
+        MountOption::Subtype("s3upfs".to_owned()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if config.read_only {
+        fuse_config.mount_options.push(MountOption::RO);
+    }
+    if config.allow_other {
+        fuse_config.acl = SessionACL::All;
+        fuse_config
+            .mount_options
+            .push(MountOption::DefaultPermissions);
+    }
+    fuse_config.n_threads = Some(FUSE_THREADS);
+    fuse_config.clone_fd = true;
+    fuser::Session::new(adapter, &config.mountpoint, &fuse_config)
+        .map_err(|e| format!("cannot mount on {}: {e}", config.mountpoint.display()))
+}

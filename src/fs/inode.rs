@@ -1,0 +1,153 @@
+//! The inode table: inode numbers, names, the key each stands for, and what we last
+//! learned about it from S3 (or from our own writes). Numbers are never reused during
+//! a mount, so they stay stable for its life.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::ActiveWrite;
+use super::metadata::PosixMetadata;
+
+pub const ROOT_INO: u64 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Directory,
+    Symlink,
+}
+
+pub struct Inode {
+    pub parent: u64,
+    pub name: String,
+    /// Path below the mount prefix, `/`-separated, no trailing slash; "" for the root.
+    pub path: String,
+    pub kind: Kind,
+    pub size: u64,
+    pub metadata: PosixMetadata,
+    pub last_modified: SystemTime,
+    /// Whether `metadata` came from a HEAD (or our own write), not just a listing.
+    pub metadata_loaded: bool,
+    pub valid_until: Instant,
+    /// For directories: until when the children in the table are the complete listing.
+    pub listing_valid_until: Option<Instant>,
+    /// The upload of this file while it is open for writing.
+    pub active_write: Option<Arc<ActiveWrite>>,
+    /// Attribute changes on a finished object not yet sent to S3 (folded into a rename).
+    pub pending_metadata_since: Option<Instant>,
+}
+
+impl Inode {
+    pub fn is_fresh(&self, now: Instant) -> bool {
+        self.valid_until > now
+    }
+
+    pub fn is_being_written(&self) -> bool {
+        self.active_write.is_some()
+    }
+}
+
+pub struct InodeTable {
+    inodes: HashMap<u64, Inode>,
+    children: HashMap<(u64, String), u64>,
+    next_ino: u64,
+}
+
+impl InodeTable {
+    pub fn new(root: Inode) -> Self {
+        let mut inodes = HashMap::new();
+        inodes.insert(ROOT_INO, root);
+        Self {
+            inodes,
+            children: HashMap::new(),
+            next_ino: ROOT_INO + 1,
+        }
+    }
+
+    pub fn get(&self, ino: u64) -> Option<&Inode> {
+        self.inodes.get(&ino)
+    }
+
+    pub fn get_mut(&mut self, ino: u64) -> Option<&mut Inode> {
+        self.inodes.get_mut(&ino)
+    }
+
+    pub fn child(&self, parent: u64, name: &str) -> Option<u64> {
+        self.children.get(&(parent, name.to_owned())).copied()
+    }
+
+    /// Inserts `inode` under its parent and name, reusing the number if the name is known
+    /// with the same kind (so the kernel's view stays stable across refreshes).
+    pub fn upsert(&mut self, inode: Inode) -> u64 {
+        let key = (inode.parent, inode.name.clone());
+        if let Some(&ino) = self.children.get(&key)
+            && let Some(existing) = self.inodes.get_mut(&ino)
+            && existing.kind == inode.kind
+        {
+            let active_write = existing.active_write.take();
+            let pending = existing.pending_metadata_since;
+            let listing = existing.listing_valid_until;
+            *existing = inode;
+            existing.active_write = existing.active_write.take().or(active_write);
+            existing.pending_metadata_since = existing.pending_metadata_since.or(pending);
+            existing.listing_valid_until = existing.listing_valid_until.or(listing);
+            return ino;
+        }
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.children.insert(key, ino);
+        self.inodes.insert(ino, inode);
+        ino
+    }
+
+    /// Forgets the name (the inode stays while open handles may use it).
+    pub fn unlink(&mut self, parent: u64, name: &str) -> Option<u64> {
+        self.children.remove(&(parent, name.to_owned()))
+    }
+
+    /// Names currently under `parent`.
+    pub fn children_of(&self, parent: u64) -> Vec<(String, u64)> {
+        self.children
+            .iter()
+            .filter(|((p, _), _)| *p == parent)
+            .map(|((_, name), ino)| (name.clone(), *ino))
+            .collect()
+    }
+
+    /// Moves `ino` to a new parent and name, rewriting the paths of everything below it.
+    pub fn rename(&mut self, ino: u64, new_parent: u64, new_name: &str, new_path: String) {
+        let Some(inode) = self.inodes.get_mut(&ino) else {
+            return;
+        };
+        let old_key = (inode.parent, inode.name.clone());
+        let old_path = std::mem::replace(&mut inode.path, new_path.clone());
+        inode.parent = new_parent;
+        inode.name = new_name.to_owned();
+        let kind = inode.kind;
+        if self.children.get(&old_key) == Some(&ino) {
+            self.children.remove(&old_key);
+        }
+        self.children.insert((new_parent, new_name.to_owned()), ino);
+        if kind == Kind::Directory {
+            let old_prefix = format!("{old_path}/");
+            for other in self.inodes.values_mut() {
+                if let Some(rest) = other.path.strip_prefix(&old_prefix) {
+                    other.path = format!("{new_path}/{rest}");
+                }
+            }
+        }
+    }
+
+    /// Every inode with an upload in progress (for unmount).
+    pub fn active_writes(&self) -> Vec<Arc<ActiveWrite>> {
+        self.inodes
+            .values()
+            .filter_map(|inode| inode.active_write.clone())
+            .collect()
+    }
+
+    pub fn inodes_mut(&mut self) -> impl Iterator<Item = (&u64, &mut Inode)> {
+        self.inodes.iter_mut()
+    }
+}

@@ -1,0 +1,144 @@
+//! POSIX attributes in S3 user metadata, in the forms s3fs-fuse and rclone read and write:
+//! `x-amz-meta-mode` (decimal st_mode with type bits), `-uid`, `-gid` (decimal) and
+//! `-mtime` (seconds, optionally with a fraction; we write `sec.nnnnnnnnn`).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Attributes found in (or destined for) an object's metadata; absent ones fall back to
+/// the mount's defaults and the object's Last-Modified.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PosixMetadata {
+    /// Full st_mode including the file type bits.
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mtime: Option<SystemTime>,
+}
+
+impl PosixMetadata {
+    /// Reads the attributes from metadata names as the SDK gives them (no `x-amz-meta-`
+    /// prefix, any case). Unparsable values are ignored, not errors: other tools wrote them.
+    pub fn decode(metadata: &HashMap<String, String>) -> Self {
+        let mut decoded = Self::default();
+        for (name, value) in metadata {
+            let value = value.trim();
+            match name.to_ascii_lowercase().as_str() {
+                "mode" => decoded.mode = value.parse().ok(),
+                "uid" => decoded.uid = value.parse().ok(),
+                "gid" => decoded.gid = value.parse().ok(),
+                "mtime" => decoded.mtime = parse_seconds(value),
+                _ => {}
+            }
+        }
+        decoded
+    }
+
+    /// Writes the present attributes into `metadata`, replacing ours and keeping the rest.
+    pub fn encode_into(&self, metadata: &mut HashMap<String, String>) {
+        if let Some(mode) = self.mode {
+            metadata.insert("mode".to_owned(), mode.to_string());
+        }
+        if let Some(uid) = self.uid {
+            metadata.insert("uid".to_owned(), uid.to_string());
+        }
+        if let Some(gid) = self.gid {
+            metadata.insert("gid".to_owned(), gid.to_string());
+        }
+        if let Some(mtime) = self.mtime {
+            metadata.insert("mtime".to_owned(), format_seconds(mtime));
+        }
+    }
+}
+
+/// `1700000000`, `1700000000.5` or `1700000000.123456789` (rclone drops trailing zeros).
+pub fn parse_seconds(text: &str) -> Option<SystemTime> {
+    let (whole, fraction) = match text.split_once('.') {
+        Some((whole, fraction)) => (whole, fraction),
+        None => (text, ""),
+    };
+    let seconds: i64 = whole.parse().ok()?;
+    if !fraction.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let digits: String = fraction
+        .chars()
+        .chain(std::iter::repeat('0'))
+        .take(9)
+        .collect();
+    let nanos: u32 = digits.parse().ok()?;
+    if seconds >= 0 {
+        Some(UNIX_EPOCH + Duration::new(seconds as u64, nanos))
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::from_secs(seconds.unsigned_abs()))
+    }
+}
+
+/// `sec.nnnnnnnnn`, which both s3fs-fuse and rclone read exactly.
+pub fn format_seconds(time: SystemTime) -> String {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(since) => format!("{}.{:09}", since.as_secs(), since.subsec_nanos()),
+        Err(before) => format!("-{}", before.duration().as_secs()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_what_s3fs_writes() {
+        let decoded = PosixMetadata::decode(&map(&[
+            ("mode", "33188"),
+            ("uid", "1000"),
+            ("gid", "100"),
+            ("mtime", "1700000000"),
+        ]));
+        assert_eq!(decoded.mode, Some(0o100644));
+        assert_eq!(decoded.uid, Some(1000));
+        assert_eq!(decoded.gid, Some(100));
+        assert_eq!(
+            decoded.mtime,
+            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
+    }
+
+    #[test]
+    fn reads_rclone_fractional_mtime_with_any_header_case() {
+        let decoded = PosixMetadata::decode(&map(&[("Mtime", "1700000000.25")]));
+        assert_eq!(
+            decoded.mtime,
+            Some(UNIX_EPOCH + Duration::new(1_700_000_000, 250_000_000))
+        );
+    }
+
+    #[test]
+    fn writes_nine_fraction_digits_and_round_trips() {
+        let time = UNIX_EPOCH + Duration::new(1_700_000_000, 5);
+        assert_eq!(format_seconds(time), "1700000000.000000005");
+        let original = PosixMetadata {
+            mode: Some(0o100600),
+            uid: Some(0),
+            gid: Some(0),
+            mtime: Some(time),
+        };
+        let mut encoded = map(&[("other", "kept")]);
+        original.encode_into(&mut encoded);
+        assert_eq!(encoded["mode"], "33152");
+        assert_eq!(encoded["other"], "kept");
+        assert_eq!(PosixMetadata::decode(&encoded), original);
+    }
+
+    #[test]
+    fn ignores_garbage_instead_of_failing() {
+        let decoded = PosixMetadata::decode(&map(&[("mode", "rw-r--r--"), ("mtime", "1.x")]));
+        assert_eq!(decoded, PosixMetadata::default());
+    }
+}

@@ -1,0 +1,1137 @@
+//! The namespace: what the mount shows and how file operations become S3 requests.
+//!
+//! Owns the inode table (names, keys, cached attributes with a TTL), open file
+//! handles, directory listings over ListObjectsV2 with `/` delimiter, directory
+//! markers, POSIX metadata, rename as copy + delete, and when an open file's upload
+//! completes (flush of the opening process, fsync, release). Every call may block on
+//! S3; the FUSE adapter decides which thread runs it. Errors are errnos, with the
+//! reason logged here where the cause is known.
+
+pub mod inode;
+pub mod metadata;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use log::{debug, info, warn};
+
+use crate::read::ObjectReader;
+use crate::s3::{DIRECTORY_CONTENT_TYPE, ObjectHeaders, S3Client, S3Error};
+use crate::upload::UploadContext;
+use crate::upload::pool::crc32c_base64;
+use crate::upload::writer::{ObjectWriter, WriteProgress};
+pub use inode::Kind;
+use inode::{Inode, InodeTable, ROOT_INO};
+use metadata::PosixMetadata;
+
+pub type Errno = i32;
+pub type FsResult<T> = Result<T, Errno>;
+
+/// S3's limit on key length, in bytes.
+const MAX_KEY_LEN: usize = 1024;
+const S_IFMT: u32 = libc::S_IFMT;
+const S_IFREG: u32 = libc::S_IFREG;
+const S_IFDIR: u32 = libc::S_IFDIR;
+const S_IFLNK: u32 = libc::S_IFLNK;
+
+/// What `stat` shows.
+#[derive(Clone, Copy, Debug)]
+pub struct Attributes {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: SystemTime,
+}
+
+#[derive(Clone, Debug)]
+pub struct NamespaceConfig {
+    /// Key prefix of the mount: "" or ending in `/`.
+    pub prefix: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub file_mode: u16,
+    pub dir_mode: u16,
+    pub attr_ttl: Duration,
+    pub read_only: bool,
+}
+
+/// One name in a directory listing.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub name: String,
+    pub ino: u64,
+    pub kind: Kind,
+}
+
+/// Attribute changes asked for by setattr.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttributeChanges {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub mtime: Option<SystemTime>,
+}
+
+/// A file's upload while it is open for writing, shared by its handles and its inode.
+pub struct ActiveWrite {
+    writer: Mutex<ObjectWriter>,
+    /// Published after every write so `stat` never waits for a writer blocked on memory.
+    size: AtomicU64,
+    /// Process (thread group) that opened the file: its close completes the upload.
+    opener_tgid: u32,
+    /// Created by this open (as opposed to truncating an existing object).
+    created: bool,
+}
+
+impl ActiveWrite {
+    fn writer(&self) -> MutexGuard<'_, ObjectWriter> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+}
+
+enum OpenFile {
+    Reader { reader: Mutex<ObjectReader> },
+    Writer { ino: u64, active: Arc<ActiveWrite> },
+}
+
+pub struct Namespace {
+    config: NamespaceConfig,
+    client: Arc<S3Client>,
+    uploads: Arc<UploadContext>,
+    table: Mutex<InodeTable>,
+    handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    next_handle: AtomicU64,
+}
+
+/// The thread group of `pid` (FUSE reports thread ids; a process's threads share a group).
+fn thread_group_of(pid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Tgid:"))
+                .and_then(|tgid| tgid.trim().parse().ok())
+        })
+        .unwrap_or(pid)
+}
+
+fn log_s3(error: &S3Error) -> Errno {
+    warn!("{error}");
+    error.errno()
+}
+
+impl Namespace {
+    pub fn new(config: NamespaceConfig, uploads: Arc<UploadContext>) -> Self {
+        let now = SystemTime::now();
+        let root = Inode {
+            parent: ROOT_INO,
+            name: String::new(),
+            path: String::new(),
+            kind: Kind::Directory,
+            size: 0,
+            metadata: PosixMetadata::default(),
+            last_modified: now,
+            metadata_loaded: true,
+            valid_until: Instant::now() + Duration::from_secs(u32::MAX as u64),
+            listing_valid_until: None,
+            active_write: None,
+            pending_metadata_since: None,
+        };
+        Self {
+            client: Arc::clone(&uploads.client),
+            config,
+            uploads,
+            table: Mutex::new(InodeTable::new(root)),
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+        }
+    }
+
+    pub fn attr_ttl(&self) -> Duration {
+        self.config.attr_ttl
+    }
+
+    fn table(&self) -> MutexGuard<'_, InodeTable> {
+        self.table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Arc<OpenFile>> {
+        self.handles
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&fh)
+            .cloned()
+            .ok_or(libc::EBADF)
+    }
+
+    fn register(&self, file: OpenFile) -> u64 {
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(fh, Arc::new(file));
+        fh
+    }
+
+    fn object_key(&self, path: &str) -> String {
+        format!("{}{}", self.config.prefix, path)
+    }
+
+    fn marker_key(&self, path: &str) -> String {
+        if path.is_empty() {
+            self.config.prefix.clone()
+        } else {
+            format!("{}{}/", self.config.prefix, path)
+        }
+    }
+
+    /// The path of `name` under `parent`, checked to be a name S3 can store.
+    fn child_path(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<(String, String)> {
+        let name = name.to_str().ok_or_else(|| {
+            warn!("name {name:?} is not UTF-8, which S3 keys must be: EINVAL");
+            libc::EINVAL
+        })?;
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(libc::EINVAL);
+        }
+        let table = self.table();
+        let parent_inode = table.get(parent).ok_or(libc::ENOENT)?;
+        if parent_inode.kind != Kind::Directory {
+            return Err(libc::ENOTDIR);
+        }
+        let path = if parent_inode.path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", parent_inode.path)
+        };
+        // +1 for the `/` of a directory marker.
+        if self.config.prefix.len() + path.len() + 1 > MAX_KEY_LEN {
+            warn!("{path:?}: key would exceed S3's 1024 bytes: ENAMETOOLONG");
+            return Err(libc::ENAMETOOLONG);
+        }
+        Ok((name.to_owned(), path))
+    }
+
+    fn attributes(&self, ino: u64, inode: &Inode) -> Attributes {
+        let default_mode = match inode.kind {
+            Kind::Directory => self.config.dir_mode,
+            Kind::File => self.config.file_mode,
+            Kind::Symlink => 0o777,
+        };
+        let size = match &inode.active_write {
+            Some(active) => active.size(),
+            None => inode.size,
+        };
+        Attributes {
+            ino,
+            kind: inode.kind,
+            size,
+            perm: inode
+                .metadata
+                .mode
+                .map_or(default_mode, |mode| (mode & 0o7777) as u16),
+            uid: inode.metadata.uid.unwrap_or(self.config.uid),
+            gid: inode.metadata.gid.unwrap_or(self.config.gid),
+            mtime: inode.metadata.mtime.unwrap_or(inode.last_modified),
+        }
+    }
+
+    fn new_inode(&self, parent: u64, name: &str, path: &str, kind: Kind) -> Inode {
+        Inode {
+            parent,
+            name: name.to_owned(),
+            path: path.to_owned(),
+            kind,
+            size: 0,
+            metadata: PosixMetadata::default(),
+            last_modified: SystemTime::now(),
+            metadata_loaded: false,
+            valid_until: Instant::now() + self.config.attr_ttl,
+            listing_valid_until: None,
+            active_write: None,
+            pending_metadata_since: None,
+        }
+    }
+
+    /// Asks S3 what `path` is: a directory (a marker or anything below it), a file or
+    /// symlink, or nothing. A directory wins over a file of the same name.
+    fn fetch_remote(&self, parent: u64, name: &str, path: &str) -> FsResult<Option<Inode>> {
+        let marker = self.marker_key(path);
+        let below = self
+            .client
+            .list_page(&marker, false, None, Some(1))
+            .map_err(|e| log_s3(&e))?;
+        let head = self
+            .client
+            .head_object(&self.object_key(path))
+            .map_err(|e| log_s3(&e))?;
+        if let Some(first) = below.objects.first() {
+            if head.is_some() {
+                warn!(
+                    "{path:?} is both a file and a directory in the bucket; showing the directory"
+                );
+            }
+            let mut inode = self.new_inode(parent, name, path, Kind::Directory);
+            if first.key == marker
+                && let Some(info) = self.client.head_object(&marker).map_err(|e| log_s3(&e))?
+            {
+                inode.metadata = PosixMetadata::decode(&info.metadata);
+                inode.last_modified = info.last_modified;
+            }
+            inode.metadata_loaded = true;
+            return Ok(Some(inode));
+        }
+        Ok(head.map(|info| {
+            let metadata = PosixMetadata::decode(&info.metadata);
+            let kind = if metadata.mode.is_some_and(|m| m & S_IFMT == S_IFLNK) {
+                Kind::Symlink
+            } else {
+                Kind::File
+            };
+            let mut inode = self.new_inode(parent, name, path, kind);
+            inode.size = info.size;
+            inode.metadata = metadata;
+            inode.last_modified = info.last_modified;
+            inode.metadata_loaded = true;
+            inode
+        }))
+    }
+
+    pub fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<Attributes> {
+        let (name, path) = self.child_path(parent, name)?;
+        let now = Instant::now();
+        {
+            let table = self.table();
+            if let Some(ino) = table.child(parent, &name)
+                && let Some(inode) = table.get(ino)
+                && (inode.is_being_written()
+                    || inode.pending_metadata_since.is_some()
+                    || (inode.is_fresh(now) && inode.metadata_loaded))
+            {
+                return Ok(self.attributes(ino, inode));
+            }
+            let listed_complete = table
+                .get(parent)
+                .and_then(|p| p.listing_valid_until)
+                .is_some_and(|until| until > now);
+            if listed_complete && table.child(parent, &name).is_none() {
+                return Err(libc::ENOENT);
+            }
+        }
+        match self.fetch_remote(parent, &name, &path)? {
+            Some(inode) => {
+                let mut table = self.table();
+                let ino = table.upsert(inode);
+                let inode = table.get(ino).ok_or(libc::ENOENT)?;
+                Ok(self.attributes(ino, inode))
+            }
+            None => {
+                let mut table = self.table();
+                if let Some(ino) = table.child(parent, &name)
+                    && table.get(ino).is_some_and(|i| !i.is_being_written())
+                {
+                    table.unlink(parent, &name);
+                }
+                Err(libc::ENOENT)
+            }
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<Attributes> {
+        let now = Instant::now();
+        let (parent, name, path) = {
+            let table = self.table();
+            let inode = table.get(ino).ok_or(libc::ENOENT)?;
+            if ino == ROOT_INO
+                || inode.is_being_written()
+                || inode.pending_metadata_since.is_some()
+                || (inode.is_fresh(now) && inode.metadata_loaded)
+            {
+                return Ok(self.attributes(ino, inode));
+            }
+            (inode.parent, inode.name.clone(), inode.path.clone())
+        };
+        match self.fetch_remote(parent, &name, &path)? {
+            Some(fresh) => {
+                let mut table = self.table();
+                let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
+                if inode.kind == fresh.kind {
+                    inode.size = fresh.size;
+                    inode.metadata = fresh.metadata;
+                    inode.last_modified = fresh.last_modified;
+                    inode.metadata_loaded = true;
+                    inode.valid_until = fresh.valid_until;
+                    Ok(self.attributes(ino, inode))
+                } else {
+                    Err(libc::ENOENT)
+                }
+            }
+            None => Err(libc::ENOENT),
+        }
+    }
+
+    /// The entries of a directory, from a full listing merged with our own pending files.
+    pub fn list_directory(&self, ino: u64) -> FsResult<Vec<DirEntry>> {
+        let path = {
+            let table = self.table();
+            let inode = table.get(ino).ok_or(libc::ENOENT)?;
+            if inode.kind != Kind::Directory {
+                return Err(libc::ENOTDIR);
+            }
+            inode.path.clone()
+        };
+        let prefix = self.marker_key(&path);
+        let listing = self
+            .client
+            .list_all(&prefix, true)
+            .map_err(|e| log_s3(&e))?;
+        let now = Instant::now();
+        let mut table = self.table();
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        for common in &listing.common_prefixes {
+            let Some(name) = common
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix('/'))
+            else {
+                continue;
+            };
+            if !is_representable(name) {
+                continue;
+            }
+            let child_path = join(&path, name);
+            let mut inode = self.new_inode(ino, name, &child_path, Kind::Directory);
+            if let Some(existing) = table.child(ino, name).and_then(|c| table.get(c))
+                && existing.kind == Kind::Directory
+            {
+                inode.metadata = existing.metadata;
+                inode.metadata_loaded = existing.metadata_loaded;
+                inode.last_modified = existing.last_modified;
+            }
+            let child = table.upsert(inode);
+            seen.insert(name.to_owned(), child);
+        }
+        for object in &listing.objects {
+            let Some(name) = object.key.strip_prefix(&prefix) else {
+                continue;
+            };
+            if name.is_empty() || !is_representable(name) {
+                continue;
+            }
+            if seen.contains_key(name) {
+                debug!(
+                    "{:?} is shadowed by a directory of the same name",
+                    object.key
+                );
+                continue;
+            }
+            let child_path = join(&path, name);
+            let existing = table.child(ino, name).and_then(|c| table.get(c));
+            let unchanged = existing.filter(|e| {
+                e.kind != Kind::Directory
+                    && e.size == object.size
+                    && e.metadata_loaded
+                    && e.last_modified <= object.last_modified + Duration::from_secs(1)
+                    && object.last_modified <= e.last_modified + Duration::from_secs(1)
+            });
+            let child = match unchanged {
+                Some(_) => table.child(ino, name).unwrap_or(0),
+                None => {
+                    let kind = existing
+                        .map(|e| e.kind)
+                        .filter(|k| *k != Kind::Directory)
+                        .unwrap_or(Kind::File);
+                    let mut inode = self.new_inode(ino, name, &child_path, kind);
+                    inode.size = object.size;
+                    inode.last_modified = object.last_modified;
+                    table.upsert(inode)
+                }
+            };
+            seen.insert(name.to_owned(), child);
+        }
+        for (name, child) in table.children_of(ino) {
+            if seen.contains_key(&name) {
+                continue;
+            }
+            let keep = table
+                .get(child)
+                .is_some_and(|c| c.is_being_written() || c.valid_until > now);
+            if keep {
+                seen.insert(name, child);
+            } else {
+                table.unlink(ino, &name);
+            }
+        }
+        if let Some(dir) = table.get_mut(ino) {
+            dir.listing_valid_until = Some(now + self.config.attr_ttl);
+        }
+        let mut entries: Vec<DirEntry> = seen
+            .into_iter()
+            .filter_map(|(name, ino)| {
+                table.get(ino).map(|c| DirEntry {
+                    name,
+                    ino,
+                    kind: c.kind,
+                })
+            })
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    fn headers_for(metadata: &PosixMetadata, content_type: Option<&str>) -> ObjectHeaders {
+        let mut headers = ObjectHeaders {
+            content_type: content_type.map(str::to_owned),
+            ..ObjectHeaders::default()
+        };
+        metadata.encode_into(&mut headers.metadata);
+        headers
+    }
+
+    fn check_writable(&self) -> FsResult<()> {
+        if self.config.read_only {
+            Err(libc::EROFS)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        pid: u32,
+    ) -> FsResult<(Attributes, u64)> {
+        self.check_writable()?;
+        let (name, path) = self.child_path(parent, name)?;
+        let metadata = PosixMetadata {
+            mode: Some(S_IFREG | (mode & 0o7777)),
+            uid: Some(uid),
+            gid: Some(gid),
+            mtime: Some(SystemTime::now()),
+        };
+        let active = Arc::new(ActiveWrite {
+            writer: Mutex::new(ObjectWriter::new(
+                Arc::clone(&self.uploads),
+                self.object_key(&path),
+                Self::headers_for(&metadata, None),
+            )),
+            size: AtomicU64::new(0),
+            opener_tgid: thread_group_of(pid),
+            created: true,
+        });
+        let mut inode = self.new_inode(parent, &name, &path, Kind::File);
+        inode.metadata = metadata;
+        inode.metadata_loaded = true;
+        inode.active_write = Some(Arc::clone(&active));
+        let mut table = self.table();
+        if let Some(existing) = table.child(parent, &name).and_then(|c| table.get(c))
+            && existing.kind == Kind::Directory
+        {
+            return Err(libc::EISDIR);
+        }
+        let ino = table.upsert(inode);
+        if let Some(stored) = table.get_mut(ino) {
+            stored.active_write = Some(Arc::clone(&active));
+        }
+        let attributes = self.attributes(ino, table.get(ino).ok_or(libc::ENOENT)?);
+        drop(table);
+        let fh = self.register(OpenFile::Writer { ino, active });
+        Ok((attributes, fh))
+    }
+
+    pub fn open(&self, ino: u64, flags: i32, pid: u32) -> FsResult<u64> {
+        let attributes = self.getattr(ino)?;
+        if attributes.kind == Kind::Directory {
+            return Err(libc::EISDIR);
+        }
+        let (path, metadata, being_written) = {
+            let table = self.table();
+            let inode = table.get(ino).ok_or(libc::ENOENT)?;
+            (
+                inode.path.clone(),
+                inode.metadata,
+                inode.active_write.clone(),
+            )
+        };
+        let key = self.object_key(&path);
+        if flags & libc::O_ACCMODE == libc::O_RDONLY {
+            if let Some(active) = being_written
+                && !active.writer().is_completed()
+            {
+                warn!(
+                    "{path:?} is being written; reading it before its upload completes is not supported: EBUSY"
+                );
+                return Err(libc::EBUSY);
+            }
+            let reader = ObjectReader::new(Arc::clone(&self.client), key, attributes.size);
+            return Ok(self.register(OpenFile::Reader {
+                reader: Mutex::new(reader),
+            }));
+        }
+        self.check_writable()?;
+        if flags & libc::O_APPEND != 0 && attributes.size > 0 {
+            warn!("{path:?}: appending to an existing object is not supported yet: EOPNOTSUPP");
+            return Err(libc::EOPNOTSUPP);
+        }
+        if flags & libc::O_TRUNC == 0 && attributes.size > 0 {
+            warn!(
+                "{path:?}: rewriting part of an existing object is not supported; open it with O_TRUNC to replace it: EOPNOTSUPP"
+            );
+            return Err(libc::EOPNOTSUPP);
+        }
+        let metadata = PosixMetadata {
+            mtime: Some(SystemTime::now()),
+            ..metadata
+        };
+        let active = Arc::new(ActiveWrite {
+            writer: Mutex::new(ObjectWriter::new(
+                Arc::clone(&self.uploads),
+                key,
+                Self::headers_for(&metadata, None),
+            )),
+            size: AtomicU64::new(0),
+            opener_tgid: thread_group_of(pid),
+            created: false,
+        });
+        if let Some(inode) = self.table().get_mut(ino) {
+            inode.active_write = Some(Arc::clone(&active));
+            inode.metadata = metadata;
+        }
+        Ok(self.register(OpenFile::Writer { ino, active }))
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        match &*self.handle(fh)? {
+            OpenFile::Reader { reader, .. } => reader
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .read(offset, size)
+                .map_err(|e| log_s3(&e)),
+            OpenFile::Writer { ino, .. } => {
+                warn!(
+                    "inode {ino}: reading through a handle opened for writing is not supported: EBADF"
+                );
+                Err(libc::EBADF)
+            }
+        }
+    }
+
+    /// Writes through a handle. Without `may_block` it returns `NeedsMemory` instead of
+    /// waiting for the memory budget, so the caller can wait on another thread.
+    pub fn write(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        may_block: bool,
+    ) -> FsResult<WriteProgress> {
+        let file = self.handle(fh)?;
+        let OpenFile::Writer { active, .. } = &*file else {
+            return Err(libc::EBADF);
+        };
+        let mut writer = active.writer();
+        let result = writer.write(offset, data, may_block);
+        active.size.store(writer.size(), Ordering::Release);
+        result.map_err(|error| {
+            match &error {
+                crate::upload::writer::WriteError::TooLarge { max } => warn!(
+                    "{:?}: write past {max} bytes, the largest file the part schedule reaches: EFBIG",
+                    writer.key()
+                ),
+                crate::upload::writer::WriteError::Completed => warn!(
+                    "{:?}: write after the upload was completed (fsync or close); appending is not supported: EIO",
+                    writer.key()
+                ),
+                crate::upload::writer::WriteError::Failed(reason) => {
+                    debug!("{:?}: write refused, upload failed: {reason}", writer.key())
+                }
+                crate::upload::writer::WriteError::AlreadyUploaded { .. } => {}
+            }
+            error.errno()
+        })
+    }
+
+    /// Completes the upload and refreshes the inode from the result.
+    fn complete(&self, ino: u64, active: &ActiveWrite) -> FsResult<()> {
+        let mut writer = active.writer();
+        let result = writer.commit();
+        active.size.store(writer.size(), Ordering::Release);
+        let size = writer.size();
+        drop(writer);
+        match result {
+            Ok(()) => {
+                let mut table = self.table();
+                if let Some(inode) = table.get_mut(ino) {
+                    inode.size = size;
+                    inode.last_modified = SystemTime::now();
+                    inode.valid_until = Instant::now() + self.config.attr_ttl;
+                }
+                Ok(())
+            }
+            Err(_) => Err(libc::EIO),
+        }
+    }
+
+    /// close() of one descriptor. Only the opening process's close completes the
+    /// upload: duplicates (dd), forked children and shell subprocesses close theirs
+    /// earlier, and completing then would cut the file short.
+    pub fn flush(&self, fh: u64, pid: u32) -> FsResult<()> {
+        let file = self.handle(fh)?;
+        let OpenFile::Writer { ino, active } = &*file else {
+            return Ok(());
+        };
+        let tgid = thread_group_of(pid);
+        if tgid != active.opener_tgid {
+            debug!(
+                "inode {ino}: flush from process {tgid}, not the opener {}: not completing yet",
+                active.opener_tgid
+            );
+            return match active.writer().failure() {
+                Some(_) => Err(libc::EIO),
+                None => Ok(()),
+            };
+        }
+        if active.size() == 0 && !active.created && !active.writer().is_completed() {
+            debug!("inode {ino}: flush of a truncated, still empty file: completing at release");
+            return Ok(());
+        }
+        self.complete(*ino, active)
+    }
+
+    pub fn fsync(&self, fh: u64) -> FsResult<()> {
+        let file = self.handle(fh)?;
+        match &*file {
+            OpenFile::Writer { ino, active } => self.complete(*ino, active),
+            OpenFile::Reader { .. } => Ok(()),
+        }
+    }
+
+    /// The last close: completes what the flushes left open, and forgets the handle.
+    pub fn release(&self, fh: u64) -> FsResult<()> {
+        let file = self
+            .handles
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&fh)
+            .ok_or(libc::EBADF)?;
+        let OpenFile::Writer { ino, active } = &*file else {
+            return Ok(());
+        };
+        let needs_completion = {
+            let writer = active.writer();
+            !writer.is_completed() && writer.failure().is_none()
+        };
+        let result = if needs_completion {
+            info!(
+                "inode {ino}: completing the upload at release (its opener did not close it last)"
+            );
+            self.complete(*ino, active)
+        } else {
+            Ok(())
+        };
+        let mut table = self.table();
+        if let Some(inode) = table.get_mut(*ino)
+            && inode
+                .active_write
+                .as_ref()
+                .is_some_and(|current| Arc::ptr_eq(current, active))
+        {
+            inode.active_write = None;
+            inode.size = active.size();
+        }
+        result
+    }
+
+    pub fn setattr(&self, ino: u64, changes: AttributeChanges) -> FsResult<Attributes> {
+        self.check_writable()?;
+        let current = self.getattr(ino)?;
+        let (path, kind, active, mut metadata) = {
+            let table = self.table();
+            let inode = table.get(ino).ok_or(libc::ENOENT)?;
+            (
+                inode.path.clone(),
+                inode.kind,
+                inode.active_write.clone(),
+                inode.metadata,
+            )
+        };
+        let type_bits = match kind {
+            Kind::Directory => S_IFDIR,
+            Kind::File => S_IFREG,
+            Kind::Symlink => S_IFLNK,
+        };
+        if let Some(mode) = changes.mode {
+            metadata.mode = Some(type_bits | (mode & 0o7777));
+        } else if metadata.mode.is_none() {
+            metadata.mode = Some(type_bits | u32::from(current.perm));
+        }
+        metadata.uid = changes.uid.or(metadata.uid).or(Some(current.uid));
+        metadata.gid = changes.gid.or(metadata.gid).or(Some(current.gid));
+        metadata.mtime = changes.mtime.or(metadata.mtime).or(Some(current.mtime));
+        let metadata_changed = changes.mode.is_some()
+            || changes.uid.is_some()
+            || changes.gid.is_some()
+            || changes.mtime.is_some();
+
+        if let Some(active) = active.filter(|a| !a.writer().is_completed()) {
+            let mut writer = active.writer();
+            if let Some(size) = changes.size {
+                writer.truncate(size).map_err(|e| {
+                    warn!("{path:?}: truncate to {size} refused: {e:?}");
+                    e.errno()
+                })?;
+                active.size.store(writer.size(), Ordering::Release);
+            }
+            let content_type = writer.headers().content_type.clone();
+            writer.set_headers(Self::headers_for(&metadata, content_type.as_deref()));
+        } else if kind == Kind::Directory {
+            if metadata_changed && !path.is_empty() {
+                self.put_marker(&path, &metadata)?;
+            }
+        } else {
+            if let Some(size) = changes.size {
+                if size == 0 && current.size > 0 {
+                    let body = Bytes::new();
+                    self.client
+                        .put_object(
+                            &self.object_key(&path),
+                            body.clone(),
+                            &crc32c_base64(&body),
+                            &Self::headers_for(&metadata, None),
+                        )
+                        .map_err(|e| log_s3(&e))?;
+                } else if size != current.size {
+                    warn!(
+                        "{path:?}: truncate of a finished object to {size} bytes is not supported (only to 0): EOPNOTSUPP"
+                    );
+                    return Err(libc::EOPNOTSUPP);
+                }
+            }
+            if metadata_changed {
+                let key = self.object_key(&path);
+                self.client
+                    .copy_object(&key, &key, Some(&Self::headers_for(&metadata, None)))
+                    .map_err(|e| log_s3(&e))?;
+            }
+        }
+        let mut table = self.table();
+        let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
+        inode.metadata = metadata;
+        inode.metadata_loaded = true;
+        if let Some(size) = changes.size
+            && inode.active_write.is_none()
+        {
+            inode.size = size;
+        }
+        inode.valid_until = Instant::now() + self.config.attr_ttl;
+        Ok(self.attributes(ino, inode))
+    }
+
+    fn put_marker(&self, path: &str, metadata: &PosixMetadata) -> FsResult<()> {
+        let body = Bytes::new();
+        self.client
+            .put_object(
+                &self.marker_key(path),
+                body.clone(),
+                &crc32c_base64(&body),
+                &Self::headers_for(metadata, Some(DIRECTORY_CONTENT_TYPE)),
+            )
+            .map_err(|e| log_s3(&e))?;
+        Ok(())
+    }
+
+    pub fn mkdir(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<Attributes> {
+        self.check_writable()?;
+        if self.lookup(parent, name).is_ok() {
+            return Err(libc::EEXIST);
+        }
+        let (name, path) = self.child_path(parent, name)?;
+        let metadata = PosixMetadata {
+            mode: Some(S_IFDIR | (mode & 0o7777)),
+            uid: Some(uid),
+            gid: Some(gid),
+            mtime: Some(SystemTime::now()),
+        };
+        self.put_marker(&path, &metadata)?;
+        let mut inode = self.new_inode(parent, &name, &path, Kind::Directory);
+        inode.metadata = metadata;
+        inode.metadata_loaded = true;
+        inode.listing_valid_until = Some(Instant::now() + self.config.attr_ttl);
+        let mut table = self.table();
+        let ino = table.upsert(inode);
+        Ok(self.attributes(ino, table.get(ino).ok_or(libc::ENOENT)?))
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<()> {
+        self.check_writable()?;
+        let attributes = self.lookup(parent, name)?;
+        if attributes.kind != Kind::Directory {
+            return Err(libc::ENOTDIR);
+        }
+        let (name, path) = self.child_path(parent, name)?;
+        let marker = self.marker_key(&path);
+        let below = self
+            .client
+            .list_page(&marker, false, None, Some(2))
+            .map_err(|e| log_s3(&e))?;
+        let pending_children = {
+            let table = self.table();
+            table
+                .children_of(attributes.ino)
+                .into_iter()
+                .any(|(_, child)| table.get(child).is_some_and(|c| c.is_being_written()))
+        };
+        if pending_children || below.objects.iter().any(|o| o.key != marker) {
+            return Err(libc::ENOTEMPTY);
+        }
+        self.client.delete_object(&marker).map_err(|e| log_s3(&e))?;
+        self.table().unlink(parent, &name);
+        Ok(())
+    }
+
+    pub fn unlink(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<()> {
+        self.check_writable()?;
+        let attributes = self.lookup(parent, name)?;
+        if attributes.kind == Kind::Directory {
+            return Err(libc::EISDIR);
+        }
+        let (name, path) = self.child_path(parent, name)?;
+        let active = self
+            .table()
+            .get(attributes.ino)
+            .and_then(|inode| inode.active_write.clone());
+        if let Some(active) = active {
+            active.writer().discard("unlinked while being written");
+        }
+        self.client
+            .delete_object(&self.object_key(&path))
+            .map_err(|e| log_s3(&e))?;
+        self.table().unlink(parent, &name);
+        Ok(())
+    }
+
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        target: &std::path::Path,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<Attributes> {
+        self.check_writable()?;
+        if self.lookup(parent, name).is_ok() {
+            return Err(libc::EEXIST);
+        }
+        let (name, path) = self.child_path(parent, name)?;
+        let target = target.to_str().ok_or(libc::EINVAL)?;
+        let metadata = PosixMetadata {
+            mode: Some(S_IFLNK | 0o777),
+            uid: Some(uid),
+            gid: Some(gid),
+            mtime: Some(SystemTime::now()),
+        };
+        let body = Bytes::copy_from_slice(target.as_bytes());
+        self.client
+            .put_object(
+                &self.object_key(&path),
+                body.clone(),
+                &crc32c_base64(&body),
+                &Self::headers_for(&metadata, None),
+            )
+            .map_err(|e| log_s3(&e))?;
+        let mut inode = self.new_inode(parent, &name, &path, Kind::Symlink);
+        inode.metadata = metadata;
+        inode.metadata_loaded = true;
+        inode.size = body.len() as u64;
+        let mut table = self.table();
+        let ino = table.upsert(inode);
+        Ok(self.attributes(ino, table.get(ino).ok_or(libc::ENOENT)?))
+    }
+
+    pub fn readlink(&self, ino: u64) -> FsResult<Bytes> {
+        let path = {
+            let table = self.table();
+            let inode = table.get(ino).ok_or(libc::ENOENT)?;
+            if inode.kind != Kind::Symlink {
+                return Err(libc::EINVAL);
+            }
+            inode.path.clone()
+        };
+        self.client
+            .get_object(&self.object_key(&path))
+            .map_err(|e| log_s3(&e))
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        new_parent: u64,
+        new_name: &std::ffi::OsStr,
+        no_replace: bool,
+    ) -> FsResult<()> {
+        self.check_writable()?;
+        let source = self.lookup(parent, name)?;
+        let (_, source_path) = self.child_path(parent, name)?;
+        let (new_name, target_path) = self.child_path(new_parent, new_name)?;
+        if source_path == target_path {
+            return Ok(());
+        }
+        let target = self
+            .lookup(new_parent, std::ffi::OsStr::new(&new_name))
+            .ok();
+        if let Some(target) = target {
+            if no_replace {
+                return Err(libc::EEXIST);
+            }
+            match (source.kind, target.kind) {
+                (Kind::Directory, Kind::Directory) => {
+                    self.rmdir(new_parent, std::ffi::OsStr::new(&new_name))?
+                }
+                (Kind::Directory, _) => return Err(libc::ENOTDIR),
+                (_, Kind::Directory) => return Err(libc::EISDIR),
+                _ => {}
+            }
+        }
+        if source.kind == Kind::Directory {
+            self.rename_directory(&source_path, &target_path)?;
+        } else {
+            self.rename_file(source.ino, &source_path, &target_path)?;
+        }
+        self.table()
+            .rename(source.ino, new_parent, &new_name, target_path);
+        Ok(())
+    }
+
+    fn rename_file(&self, ino: u64, source_path: &str, target_path: &str) -> FsResult<()> {
+        let source_key = self.object_key(source_path);
+        let target_key = self.object_key(target_path);
+        let (active, metadata) = {
+            let table = self.table();
+            let inode = table.get(ino).ok_or(libc::ENOENT)?;
+            (inode.active_write.clone(), inode.metadata)
+        };
+        if let Some(active) = active {
+            let mut writer = active.writer();
+            if !writer.is_completed() {
+                if writer.set_key(target_key.clone()) {
+                    // Nothing uploaded yet: the object is simply created under the new name.
+                    return Ok(());
+                }
+                info!(
+                    "{source_path:?} is renamed while being written: completing its upload first"
+                );
+                writer.commit().map_err(|_| libc::EIO)?;
+            }
+        }
+        self.client
+            .copy_object(
+                &source_key,
+                &target_key,
+                Some(&Self::headers_for(&metadata, None)),
+            )
+            .map_err(|e| log_s3(&e))?;
+        self.client
+            .delete_object(&source_key)
+            .map_err(|e| log_s3(&e))?;
+        Ok(())
+    }
+
+    fn rename_directory(&self, source_path: &str, target_path: &str) -> FsResult<()> {
+        let source_prefix = self.marker_key(source_path);
+        let target_prefix = self.marker_key(target_path);
+        if target_prefix.starts_with(&source_prefix) {
+            return Err(libc::EINVAL);
+        }
+        let active_writes = self.table().active_writes();
+        let writing_below = active_writes.iter().any(|active| {
+            let writer = active.writer();
+            writer.key().starts_with(&source_prefix) && !writer.is_completed()
+        });
+        if writing_below {
+            warn!(
+                "{source_path:?}: renaming a directory with files still being written is not supported: EBUSY"
+            );
+            return Err(libc::EBUSY);
+        }
+        let listing = self
+            .client
+            .list_all(&source_prefix, false)
+            .map_err(|e| log_s3(&e))?;
+        // Copy everything first; the originals go only once every copy exists.
+        for object in &listing.objects {
+            let rest = &object.key[source_prefix.len()..];
+            self.client
+                .copy_object(&object.key, &format!("{target_prefix}{rest}"), None)
+                .map_err(|e| log_s3(&e))?;
+        }
+        if listing.objects.is_empty() {
+            self.put_marker(target_path, &PosixMetadata::default())?;
+        }
+        for object in &listing.objects {
+            self.client
+                .delete_object(&object.key)
+                .map_err(|e| log_s3(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Aborts every upload still open (unmount, SIGTERM): nothing half-written appears.
+    pub fn abort_all(&self) {
+        let active = self.table().active_writes();
+        for write in active {
+            let mut writer = write.writer();
+            if !writer.is_completed() && writer.failure().is_none() {
+                warn!(
+                    "unmounting with {:?} still open for writing: aborting its upload",
+                    writer.key()
+                );
+                writer.discard("unmounted before close");
+            }
+        }
+        self.uploads.pool.shutdown();
+    }
+
+    pub fn memory_high_water(&self) -> u64 {
+        self.uploads.budget.high_water()
+    }
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// Keys whose names a directory entry cannot show (and that could escape the prefix).
+fn is_representable(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/')
+}

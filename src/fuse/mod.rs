@@ -1,0 +1,517 @@
+//! The FUSE adapter: turns kernel requests into namespace calls and replies.
+//!
+//! Owns the kernel-facing details: attribute and entry TTLs, open flags, directory
+//! handle snapshots, and which thread answers. Operations that can wait long (close,
+//! fsync, rename, a write blocked on the memory budget) are answered from a thread of
+//! their own, so a slow upload never stalls `ls` or `stat` on the dispatch threads.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
+};
+use log::{debug, error, warn};
+
+use crate::fs::{AttributeChanges, Attributes, DirEntry, Kind, Namespace};
+use crate::upload::writer::WriteProgress;
+
+/// `st_blksize`: makes `cp` write 1 MiB requests instead of 128 KiB.
+const BLOCK_SIZE: u32 = 1 << 20;
+const MAX_WRITE: u32 = 1 << 20;
+
+pub struct FuseAdapter {
+    namespace: Arc<Namespace>,
+    directories: Mutex<HashMap<u64, Vec<DirEntry>>>,
+    next_directory_handle: AtomicU64,
+}
+
+fn errno(code: i32) -> Errno {
+    Errno::from_i32(code)
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::File => FileType::RegularFile,
+        Kind::Directory => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+    }
+}
+
+fn file_attr(attributes: &Attributes) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(attributes.ino),
+        size: attributes.size,
+        blocks: attributes.size.div_ceil(512),
+        atime: attributes.mtime,
+        mtime: attributes.mtime,
+        ctime: attributes.mtime,
+        crtime: attributes.mtime,
+        kind: file_type(attributes.kind),
+        perm: attributes.perm,
+        nlink: if attributes.kind == Kind::Directory {
+            2
+        } else {
+            1
+        },
+        uid: attributes.uid,
+        gid: attributes.gid,
+        rdev: 0,
+        blksize: BLOCK_SIZE,
+        flags: 0,
+    }
+}
+
+fn time_of(time: TimeOrNow) -> SystemTime {
+    match time {
+        TimeOrNow::SpecificTime(time) => time,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+/// Runs `work` on a thread of its own; the reply travels with it.
+fn answer_later(what: &'static str, work: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new()
+        .name(format!("fuse-{what}"))
+        .spawn(work)
+    {
+        // The closure (and its reply) is dropped, which answers EIO.
+        error!("could not start a thread for {what}: {e}");
+    }
+}
+
+impl FuseAdapter {
+    pub fn new(namespace: Arc<Namespace>) -> Self {
+        Self {
+            namespace,
+            directories: Mutex::new(HashMap::new()),
+            next_directory_handle: AtomicU64::new(1),
+        }
+    }
+
+    fn ttl(&self) -> Duration {
+        self.namespace.attr_ttl()
+    }
+
+    fn reply_entry(&self, reply: ReplyEntry, result: Result<Attributes, i32>) {
+        match result {
+            Ok(attributes) => reply.entry(&self.ttl(), &file_attr(&attributes), Generation(0)),
+            Err(code) => reply.error(errno(code)),
+        }
+    }
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // O_TRUNC arrives with open instead of as a separate truncate.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
+            warn!("kernel lacks capabilities {missing:?}");
+        }
+        if let Err(max) = config.set_max_write(MAX_WRITE) {
+            debug!("kernel limits writes to {max} bytes");
+        }
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        self.namespace.abort_all();
+        let high_water = self.namespace.memory_high_water();
+        log::info!("unmounted; part buffers peaked at {high_water} bytes");
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.reply_entry(reply, self.namespace.lookup(parent.0, name));
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.namespace.getattr(ino.0) {
+            Ok(attributes) => reply.attr(&self.ttl(), &file_attr(&attributes)),
+            Err(code) => reply.error(errno(code)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let changes = AttributeChanges {
+            mode,
+            uid,
+            gid,
+            size,
+            mtime: mtime.map(time_of),
+        };
+        let namespace = Arc::clone(&self.namespace);
+        let ttl = self.ttl();
+        answer_later("setattr", move || match namespace.setattr(ino.0, changes) {
+            Ok(attributes) => reply.attr(&ttl, &file_attr(&attributes)),
+            Err(code) => reply.error(errno(code)),
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.namespace.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(code) => reply.error(errno(code)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        warn!(
+            "mknod {name:?} (mode {mode:o}): device nodes, FIFOs and sockets cannot be stored in S3: EPERM"
+        );
+        reply.error(Errno::EPERM);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self
+            .namespace
+            .mkdir(parent.0, name, mode & !umask, req.uid(), req.gid());
+        self.reply_entry(reply, result);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let namespace = Arc::clone(&self.namespace);
+        let name = name.to_owned();
+        answer_later("unlink", move || match namespace.unlink(parent.0, &name) {
+            Ok(()) => reply.ok(),
+            Err(code) => reply.error(errno(code)),
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.namespace.rmdir(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(code) => reply.error(errno(code)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let result = self
+            .namespace
+            .symlink(parent.0, link_name, target, req.uid(), req.gid());
+        self.reply_entry(reply, result);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            warn!(
+                "rename {name:?} with RENAME_EXCHANGE: S3 cannot swap two keys atomically: EINVAL"
+            );
+            reply.error(Errno::EINVAL);
+            return;
+        }
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let namespace = Arc::clone(&self.namespace);
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        answer_later("rename", move || {
+            match namespace.rename(parent.0, &name, newparent.0, &newname, no_replace) {
+                Ok(()) => reply.ok(),
+                Err(code) => reply.error(errno(code)),
+            }
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        warn!("link {newname:?}: hard links cannot be represented in S3: EPERM");
+        reply.error(Errno::EPERM);
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let raw_flags = flags.0;
+        match self.namespace.open(ino.0, raw_flags, req.pid()) {
+            Ok(fh) => {
+                let open_flags = if raw_flags & libc::O_ACCMODE == libc::O_RDONLY {
+                    FopenFlags::empty()
+                } else {
+                    // Writes skip the page cache: each byte is copied once, into a part.
+                    FopenFlags::FOPEN_DIRECT_IO
+                };
+                reply.opened(FileHandle(fh), open_flags)
+            }
+            Err(code) => reply.error(errno(code)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.namespace.read(fh.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(code) => reply.error(errno(code)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.namespace.write(fh.0, offset, data, false) {
+            Ok(WriteProgress::Done) => reply.written(data.len() as u32),
+            Ok(WriteProgress::NeedsMemory { written }) => {
+                // Back-pressure: wait for the budget on another thread, so this
+                // dispatch thread stays free for other requests.
+                let rest = data[written..].to_vec();
+                let total = data.len() as u32;
+                let namespace = Arc::clone(&self.namespace);
+                answer_later("write-wait", move || {
+                    match namespace.write(fh.0, offset + written as u64, &rest, true) {
+                        Ok(_) => reply.written(total),
+                        Err(code) => reply.error(errno(code)),
+                    }
+                });
+            }
+            Err(code) => reply.error(errno(code)),
+        }
+    }
+
+    fn flush(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let namespace = Arc::clone(&self.namespace);
+        let pid = req.pid();
+        answer_later("flush", move || match namespace.flush(fh.0, pid) {
+            Ok(()) => reply.ok(),
+            Err(code) => reply.error(errno(code)),
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let namespace = Arc::clone(&self.namespace);
+        answer_later("release", move || match namespace.release(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(code) => reply.error(errno(code)),
+        });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let namespace = Arc::clone(&self.namespace);
+        answer_later("fsync", move || match namespace.fsync(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(code) => reply.error(errno(code)),
+        });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.namespace.list_directory(ino.0) {
+            Ok(entries) => {
+                let fh = self.next_directory_handle.fetch_add(1, Ordering::Relaxed);
+                self.directories
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(fh, entries);
+                reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            Err(code) => reply.error(errno(code)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let directories = self
+            .directories
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(entries) = directories.get(&fh.0) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        let dots = [".", ".."].map(|name| DirEntry {
+            name: name.to_owned(),
+            ino: ino.0,
+            kind: Kind::Directory,
+        });
+        for (index, entry) in dots
+            .iter()
+            .chain(entries.iter())
+            .enumerate()
+            .skip(offset as usize)
+        {
+            let next_offset = (index + 1) as u64;
+            if reply.add(
+                INodeNo(entry.ino),
+                next_offset,
+                file_type(entry.kind),
+                &entry.name,
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.directories
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Directory changes are in S3 when their call returns.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // S3 has no capacity limit; report 1 PiB free so tools that check space proceed.
+        const BLOCKS: u64 = 1 << 30;
+        reply.statfs(
+            BLOCKS,
+            BLOCKS,
+            BLOCKS,
+            1 << 32,
+            1 << 32,
+            BLOCK_SIZE,
+            255,
+            BLOCK_SIZE,
+        );
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.namespace.create(
+            parent.0,
+            name,
+            mode & !umask,
+            req.uid(),
+            req.gid(),
+            req.pid(),
+        ) {
+            Ok((attributes, fh)) => reply.created(
+                &self.ttl(),
+                &file_attr(&attributes),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_DIRECT_IO,
+            ),
+            Err(code) => reply.error(errno(code)),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! S3 errors as the rest of s3upfs sees them: a kind to decide on, a line to log.
+
+use std::fmt;
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum S3ErrorKind {
+    /// The key or upload does not exist (404, NoSuchKey, NoSuchUpload).
+    NotFound,
+    NoSuchBucket,
+    /// Credentials missing, unknown, wrong, or without permission.
+    AccessDenied,
+    /// The endpoint could not be reached or did not answer.
+    Unreachable,
+    /// The server answered something we could not use.
+    Protocol,
+    /// Any other error the server returned.
+    Other,
+}
+
+#[derive(Clone, Debug)]
+pub struct S3Error {
+    pub kind: S3ErrorKind,
+    pub operation: &'static str,
+    pub key: String,
+    /// S3 error code and message, or the transport's reason. Never holds credentials.
+    pub detail: String,
+}
+
+impl S3Error {
+    pub fn from_sdk<E>(operation: &'static str, key: &str, error: SdkError<E, HttpResponse>) -> Self
+    where
+        E: ProvideErrorMetadata + fmt::Debug,
+    {
+        let (kind, detail) = match &error {
+            SdkError::DispatchFailure(failure) => {
+                let detail = if failure.is_timeout() {
+                    "timed out connecting".to_owned()
+                } else if failure.is_io() {
+                    "connection failed (is the endpoint right and the server up?)".to_owned()
+                } else {
+                    credential_hint(&format!("{failure:?}"))
+                };
+                (S3ErrorKind::Unreachable, detail)
+            }
+            SdkError::TimeoutError(_) => (S3ErrorKind::Unreachable, "timed out".to_owned()),
+            SdkError::ConstructionFailure(failure) => (
+                S3ErrorKind::AccessDenied,
+                credential_hint(&format!("{failure:?}")),
+            ),
+            SdkError::ResponseError(response) => (
+                S3ErrorKind::Protocol,
+                format!(
+                    "unreadable response (HTTP {})",
+                    response.raw().status().as_u16()
+                ),
+            ),
+            SdkError::ServiceError(service) => {
+                let status = service.raw().status().as_u16();
+                let inner = service.err();
+                let code = inner.code().unwrap_or("");
+                let message = inner.message().unwrap_or("");
+                let kind = match (code, status) {
+                    ("NoSuchBucket", _) => S3ErrorKind::NoSuchBucket,
+                    ("NoSuchKey" | "NoSuchUpload" | "NotFound", _) | (_, 404) => {
+                        S3ErrorKind::NotFound
+                    }
+                    (
+                        "AccessDenied"
+                        | "InvalidAccessKeyId"
+                        | "SignatureDoesNotMatch"
+                        | "InvalidToken"
+                        | "ExpiredToken"
+                        | "Forbidden",
+                        _,
+                    )
+                    | (_, 401 | 403) => S3ErrorKind::AccessDenied,
+                    _ => S3ErrorKind::Other,
+                };
+                let code = if code.is_empty() {
+                    format!("HTTP {status}")
+                } else {
+                    code.to_owned()
+                };
+                let detail = if message.is_empty() {
+                    code
+                } else {
+                    format!("{code}: {message}")
+                };
+                (kind, detail)
+            }
+            other => (S3ErrorKind::Other, format!("{other:?}")),
+        };
+        Self {
+            kind,
+            operation,
+            key: key.to_owned(),
+            detail,
+        }
+    }
+
+    pub fn protocol(operation: &'static str, key: &str, detail: &str) -> Self {
+        Self {
+            kind: S3ErrorKind::Protocol,
+            operation,
+            key: key.to_owned(),
+            detail: detail.to_owned(),
+        }
+    }
+
+    pub fn transfer(operation: &'static str, key: &str, detail: String) -> Self {
+        Self {
+            kind: S3ErrorKind::Unreachable,
+            operation,
+            key: key.to_owned(),
+            detail,
+        }
+    }
+
+    pub fn unreachable(operation: &'static str, key: &str, detail: String) -> Self {
+        Self::transfer(operation, key, detail)
+    }
+
+    /// The errno a file operation that failed on this returns.
+    pub fn errno(&self) -> i32 {
+        match self.kind {
+            S3ErrorKind::NotFound => libc::ENOENT,
+            S3ErrorKind::AccessDenied => libc::EACCES,
+            _ => libc::EIO,
+        }
+    }
+}
+
+impl fmt::Display for S3Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {:?} failed: {}",
+            self.operation, self.key, self.detail
+        )
+    }
+}
+
+impl std::error::Error for S3Error {}
+
+/// Missing credentials surface as a dispatch or construction failure whose debug text
+/// names the credentials provider; say so plainly instead of dumping the chain.
+fn credential_hint(debug: &str) -> String {
+    if debug.contains("credentials") || debug.contains("Credentials") {
+        "no usable AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or use --profile)"
+            .to_owned()
+    } else {
+        let first_line: String = debug.chars().take(200).collect();
+        format!("request failed: {first_line}")
+    }
+}

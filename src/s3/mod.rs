@@ -1,0 +1,498 @@
+//! The S3 client: a blocking facade over aws-sdk-s3, run on the mount's shared tokio runtime.
+//!
+//! Owns the SDK client, the bucket name, and the translation of SDK errors into
+//! [`S3Error`] (a kind the layers above map to errnos, plus a readable message with
+//! the S3 error code). Keys here are full object keys: the mount prefix is the
+//! namespace's business. Callers are plain threads (FUSE dispatch, upload pool), so
+//! every call blocks on the runtime; nothing here is called from inside it.
+
+mod error;
+
+pub use error::{S3Error, S3ErrorKind};
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, MetadataDirective,
+};
+use bytes::Bytes;
+use tokio::runtime::Handle;
+
+/// Content-Type of directory marker objects, as s3fs-fuse writes them.
+pub const DIRECTORY_CONTENT_TYPE: &str = "application/x-directory";
+
+/// User metadata and content type sent with a new object.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObjectHeaders {
+    /// `x-amz-meta-*` entries, names without the prefix.
+    pub metadata: HashMap<String, String>,
+    pub content_type: Option<String>,
+}
+
+/// What HeadObject tells about an object.
+#[derive(Clone, Debug)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub last_modified: SystemTime,
+    pub etag: Option<String>,
+    pub metadata: HashMap<String, String>,
+    pub content_type: Option<String>,
+    pub checksum_crc32c: Option<String>,
+}
+
+/// One object in a listing.
+#[derive(Clone, Debug)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: SystemTime,
+}
+
+/// One page of ListObjectsV2 with a `/` delimiter.
+#[derive(Clone, Debug, Default)]
+pub struct ListPage {
+    pub objects: Vec<ListedObject>,
+    pub common_prefixes: Vec<String>,
+    pub next_token: Option<String>,
+}
+
+/// A part of a multipart upload as CompleteMultipartUpload needs it.
+#[derive(Clone, Debug)]
+pub struct UploadedPart {
+    pub part_number: u32,
+    pub etag: String,
+    pub checksum_crc32c: String,
+}
+
+/// An unfinished multipart upload found by ListMultipartUploads.
+#[derive(Clone, Debug)]
+pub struct PendingUpload {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: Option<SystemTime>,
+}
+
+pub struct S3Client {
+    client: Client,
+    runtime: Handle,
+    bucket: String,
+}
+
+impl S3Client {
+    pub fn new(client: Client, runtime: Handle, bucket: String) -> Self {
+        Self {
+            client,
+            runtime,
+            bucket,
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Runs an SDK future to completion from a plain (non-runtime) thread.
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    pub fn put_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        checksum_crc32c: &str,
+        headers: &ObjectHeaders,
+    ) -> Result<Option<String>, S3Error> {
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_crc32_c(checksum_crc32c)
+            .set_metadata(Some(headers.metadata.clone()))
+            .set_content_type(headers.content_type.clone())
+            .body(ByteStream::from(body));
+        if headers.metadata.is_empty() {
+            request = request.set_metadata(None);
+        }
+        let output = self
+            .block_on(request.customize().disable_payload_signing().send())
+            .map_err(|e| S3Error::from_sdk("PutObject", key, e))?;
+        Ok(output.checksum_crc32_c().map(str::to_owned))
+    }
+
+    pub fn create_multipart_upload(
+        &self,
+        key: &str,
+        headers: &ObjectHeaders,
+    ) -> Result<String, S3Error> {
+        let request = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .set_metadata((!headers.metadata.is_empty()).then(|| headers.metadata.clone()))
+            .set_content_type(headers.content_type.clone());
+        let output = self
+            .block_on(request.send())
+            .map_err(|e| S3Error::from_sdk("CreateMultipartUpload", key, e))?;
+        output.upload_id().map(str::to_owned).ok_or_else(|| {
+            S3Error::protocol("CreateMultipartUpload", key, "response has no upload id")
+        })
+    }
+
+    /// Uploads one part; the server verifies `checksum_crc32c` against the body.
+    pub fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+        checksum_crc32c: &str,
+    ) -> Result<String, S3Error> {
+        let request = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part_number as i32)
+            .checksum_crc32_c(checksum_crc32c)
+            .body(ByteStream::from(body));
+        let output = self
+            .block_on(request.customize().disable_payload_signing().send())
+            .map_err(|e| S3Error::from_sdk("UploadPart", key, e))?;
+        output
+            .e_tag()
+            .map(str::to_owned)
+            .ok_or_else(|| S3Error::protocol("UploadPart", key, "response has no ETag"))
+    }
+
+    /// Completes an upload; returns the object's composite CRC32C if the server reports it.
+    pub fn complete_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+    ) -> Result<Option<String>, S3Error> {
+        let completed: Vec<CompletedPart> = parts
+            .iter()
+            .map(|part| {
+                CompletedPart::builder()
+                    .part_number(part.part_number as i32)
+                    .e_tag(&part.etag)
+                    .checksum_crc32_c(&part.checksum_crc32c)
+                    .build()
+            })
+            .collect();
+        let request = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            );
+        let output = self
+            .block_on(request.send())
+            .map_err(|e| S3Error::from_sdk("CompleteMultipartUpload", key, e))?;
+        Ok(output.checksum_crc32_c().map(str::to_owned))
+    }
+
+    pub fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
+        let request = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id);
+        match self.block_on(request.send()) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let error = S3Error::from_sdk("AbortMultipartUpload", key, e);
+                // Already gone is what we wanted.
+                if error.kind == S3ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(error)
+                }
+            }
+        }
+    }
+
+    /// HeadObject; `Ok(None)` when the object does not exist.
+    pub fn head_object(&self, key: &str) -> Result<Option<ObjectInfo>, S3Error> {
+        let request = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(ChecksumMode::Enabled);
+        match self.block_on(request.send()) {
+            Ok(output) => Ok(Some(ObjectInfo {
+                size: output.content_length().unwrap_or(0).max(0) as u64,
+                last_modified: output
+                    .last_modified()
+                    .and_then(|t| SystemTime::try_from(*t).ok())
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
+                etag: output.e_tag().map(str::to_owned),
+                metadata: output.metadata().cloned().unwrap_or_default(),
+                content_type: output.content_type().map(str::to_owned),
+                checksum_crc32c: output.checksum_crc32_c().map(str::to_owned),
+            })),
+            Err(e) => {
+                let error = S3Error::from_sdk("HeadObject", key, e);
+                if error.kind == S3ErrorKind::NotFound {
+                    Ok(None)
+                } else {
+                    Err(error)
+                }
+            }
+        }
+    }
+
+    /// One page of ListObjectsV2 under `prefix`, with `/` as delimiter when `delimited`.
+    pub fn list_page(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        continuation: Option<String>,
+        max_keys: Option<i32>,
+    ) -> Result<ListPage, S3Error> {
+        let request = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_delimiter(delimited.then(|| "/".to_owned()))
+            .set_continuation_token(continuation)
+            .set_max_keys(max_keys);
+        let output = self
+            .block_on(request.send())
+            .map_err(|e| S3Error::from_sdk("ListObjectsV2", prefix, e))?;
+        let objects = output
+            .contents()
+            .iter()
+            .filter_map(|object| {
+                Some(ListedObject {
+                    key: object.key()?.to_owned(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    last_modified: object
+                        .last_modified()
+                        .and_then(|t| SystemTime::try_from(*t).ok())
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                })
+            })
+            .collect();
+        let common_prefixes = output
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_owned))
+            .collect();
+        let next_token = if output.is_truncated().unwrap_or(false) {
+            output.next_continuation_token().map(str::to_owned)
+        } else {
+            None
+        };
+        Ok(ListPage {
+            objects,
+            common_prefixes,
+            next_token,
+        })
+    }
+
+    /// Every page of a listing, concatenated.
+    pub fn list_all(&self, prefix: &str, delimited: bool) -> Result<ListPage, S3Error> {
+        let mut all = ListPage::default();
+        let mut token = None;
+        loop {
+            let page = self.list_page(prefix, delimited, token, None)?;
+            all.objects.extend(page.objects);
+            all.common_prefixes.extend(page.common_prefixes);
+            match page.next_token {
+                Some(next) => token = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// GetObject of `length` bytes from `offset` (fewer at the end of the object).
+    pub fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, S3Error> {
+        if length == 0 {
+            return Ok(Bytes::new());
+        }
+        let range = format!("bytes={}-{}", offset, offset + length - 1);
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(range);
+        self.block_on(async {
+            let output = request
+                .send()
+                .await
+                .map_err(|e| S3Error::from_sdk("GetObject", key, e))?;
+            let body = output
+                .body
+                .collect()
+                .await
+                .map_err(|e| S3Error::transfer("GetObject", key, e.to_string()))?;
+            Ok(body.into_bytes())
+        })
+    }
+
+    /// Whole-object GetObject (symlink targets and other small bodies).
+    pub fn get_object(&self, key: &str) -> Result<Bytes, S3Error> {
+        let request = self.client.get_object().bucket(&self.bucket).key(key);
+        self.block_on(async {
+            let output = request
+                .send()
+                .await
+                .map_err(|e| S3Error::from_sdk("GetObject", key, e))?;
+            let body = output
+                .body
+                .collect()
+                .await
+                .map_err(|e| S3Error::transfer("GetObject", key, e.to_string()))?;
+            Ok(body.into_bytes())
+        })
+    }
+
+    /// Server-side copy (objects up to 5 GiB). With `headers`, the metadata is replaced.
+    pub fn copy_object(
+        &self,
+        source_key: &str,
+        target_key: &str,
+        headers: Option<&ObjectHeaders>,
+    ) -> Result<(), S3Error> {
+        // Never a versionId in the copy source: Garage answers NoSuchKey to it.
+        let source = format!("{}/{}", self.bucket, encode_copy_source(source_key));
+        let mut request = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(target_key)
+            .copy_source(source);
+        if let Some(headers) = headers {
+            request = request
+                .metadata_directive(MetadataDirective::Replace)
+                .set_metadata((!headers.metadata.is_empty()).then(|| headers.metadata.clone()))
+                .set_content_type(headers.content_type.clone());
+        }
+        self.block_on(request.send())
+            .map_err(|e| S3Error::from_sdk("CopyObject", source_key, e))?;
+        Ok(())
+    }
+
+    pub fn delete_object(&self, key: &str) -> Result<(), S3Error> {
+        let request = self.client.delete_object().bucket(&self.bucket).key(key);
+        match self.block_on(request.send()) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let error = S3Error::from_sdk("DeleteObject", key, e);
+                if error.kind == S3ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(error)
+                }
+            }
+        }
+    }
+
+    /// Unfinished multipart uploads under `prefix`.
+    pub fn list_multipart_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, S3Error> {
+        let mut uploads = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let request = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone());
+            let output = self
+                .block_on(request.send())
+                .map_err(|e| S3Error::from_sdk("ListMultipartUploads", prefix, e))?;
+            for upload in output.uploads() {
+                if let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) {
+                    uploads.push(PendingUpload {
+                        key: key.to_owned(),
+                        upload_id: id.to_owned(),
+                        initiated: upload
+                            .initiated()
+                            .and_then(|t| SystemTime::try_from(*t).ok()),
+                    });
+                }
+            }
+            if !output.is_truncated().unwrap_or(false) {
+                return Ok(uploads);
+            }
+            key_marker = output.next_key_marker().map(str::to_owned);
+            id_marker = output.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() {
+                return Ok(uploads);
+            }
+        }
+    }
+
+    /// Proves the bucket is reachable and readable with these credentials.
+    pub fn probe(&self, prefix: &str, timeout: Duration) -> Result<(), S3Error> {
+        let request = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(1);
+        // One retry at most: a wrong bucket or bad credentials must fail the mount at once.
+        let quick = aws_sdk_s3::config::Builder::default()
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(2));
+        let send = request.customize().config_override(quick).send();
+        match self.block_on(tokio::time::timeout(timeout, send)) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(S3Error::from_sdk("ListObjectsV2", prefix, e)),
+            Err(_) => Err(S3Error::unreachable(
+                "ListObjectsV2",
+                prefix,
+                format!("no answer within {} s", timeout.as_secs()),
+            )),
+        }
+    }
+}
+
+/// URL-encodes a key for `x-amz-copy-source`, keeping `/` as the path separator.
+fn encode_copy_source(key: &str) -> String {
+    let mut encoded = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                encoded.push(byte as char)
+            }
+            other => encoded.push_str(&format!("%{other:02X}")),
+        }
+    }
+    encoded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode_copy_source;
+
+    #[test]
+    fn copy_source_escapes_everything_but_unreserved_and_slash() {
+        assert_eq!(
+            encode_copy_source("a/b c+d%e#f?g"),
+            "a/b%20c%2Bd%25e%23f%3Fg"
+        );
+        assert_eq!(encode_copy_source("ü\n"), "%C3%BC%0A");
+    }
+}

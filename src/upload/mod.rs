@@ -1,0 +1,39 @@
+//! The write pipeline: part schedule, memory budget, per-object writers and the
+//! mount-wide upload pool they feed.
+
+pub mod budget;
+pub mod pool;
+pub mod schedule;
+pub mod writer;
+
+use std::sync::Arc;
+
+use crate::s3::S3Client;
+use budget::MemoryBudget;
+use pool::UploadPool;
+use schedule::PartSchedule;
+
+/// What every writer of the mount shares.
+pub struct UploadContext {
+    pub client: Arc<S3Client>,
+    pub pool: UploadPool,
+    pub budget: Arc<MemoryBudget>,
+    pub schedule: PartSchedule,
+}
+
+impl UploadContext {
+    pub fn new(
+        client: Arc<S3Client>,
+        schedule: PartSchedule,
+        memory_budget: u64,
+        concurrency: usize,
+    ) -> std::io::Result<Arc<Self>> {
+        let pool = UploadPool::start(Arc::clone(&client), concurrency)?;
+        Ok(Arc::new(Self {
+            client,
+            pool,
+            budget: MemoryBudget::new(memory_budget),
+            schedule,
+        }))
+    }
+}

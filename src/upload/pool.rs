@@ -1,0 +1,375 @@
+//! The upload pool: one set of worker threads for the whole mount, fed part jobs over a
+//! crossbeam channel, each job an UploadPart of one multipart upload.
+//!
+//! Also owns [`MultipartUpload`], the state a file's parts share: the upload id
+//! (created lazily by the first part that needs it), the finished parts with their
+//! ETags and checksums, and the first failure, which aborts the upload at once.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, error, info, warn};
+
+use super::budget::Reservation;
+use crate::s3::{ObjectHeaders, S3Client, UploadedPart};
+
+/// CRC32C of `data`, base64 as S3's `x-amz-checksum-crc32c` wants it.
+pub fn crc32c_base64(data: &[u8]) -> String {
+    aws_smithy_types::base64::encode(crc32c::crc32c(data).to_be_bytes())
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    in_flight: u32,
+    finished: BTreeMap<u32, UploadedPart>,
+    failure: Option<String>,
+    aborted: bool,
+}
+
+/// One file's multipart upload as its parts flow through the pool.
+#[derive(Debug)]
+pub struct MultipartUpload {
+    key: String,
+    /// Metadata sent with CreateMultipartUpload.
+    headers: ObjectHeaders,
+    upload_id: Mutex<Option<String>>,
+    progress: Mutex<Progress>,
+    changed: Condvar,
+}
+
+impl MultipartUpload {
+    pub fn new(key: String, headers: ObjectHeaders) -> Arc<Self> {
+        Arc::new(Self {
+            key,
+            headers,
+            upload_id: Mutex::new(None),
+            progress: Mutex::new(Progress::default()),
+            changed: Condvar::new(),
+        })
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn headers(&self) -> &ObjectHeaders {
+        &self.headers
+    }
+
+    fn progress(&self) -> MutexGuard<'_, Progress> {
+        self.progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The upload id, creating the upload on first use.
+    fn ensure_created(&self, client: &S3Client) -> Result<String, String> {
+        let mut id = self
+            .upload_id
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(id) = id.as_ref() {
+            return Ok(id.clone());
+        }
+        let created = client
+            .create_multipart_upload(&self.key, &self.headers)
+            .map_err(|e| e.to_string())?;
+        debug!("created multipart upload for {:?}: {created}", self.key);
+        *id = Some(created.clone());
+        Ok(created)
+    }
+
+    pub fn upload_id(&self) -> Option<String> {
+        self.upload_id
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.progress().failure.clone()
+    }
+
+    /// Records the first failure; later ones add nothing.
+    pub fn fail(&self, reason: String) {
+        let mut progress = self.progress();
+        if progress.failure.is_none() {
+            progress.failure = Some(reason);
+        }
+        drop(progress);
+        self.changed.notify_all();
+    }
+
+    /// Aborts the upload on the server if it was created and not yet aborted.
+    /// Safe to call again: a second call repeats the abort only if parts were still
+    /// in flight at the first, since S3 may keep parts that land after an abort.
+    pub fn abort(&self, aborter: &Aborter) {
+        let Some(id) = self.upload_id() else {
+            return;
+        };
+        let repeat = {
+            let mut progress = self.progress();
+            let first = !progress.aborted;
+            progress.aborted = true;
+            first || progress.in_flight > 0
+        };
+        if repeat {
+            aborter.abort(&self.key, &id);
+        }
+    }
+
+    /// Waits until no part is in flight; returns the finished parts in order.
+    pub fn wait_for_parts(&self) -> Result<Vec<UploadedPart>, String> {
+        let mut progress = self.progress();
+        while progress.in_flight > 0 {
+            progress = self
+                .changed
+                .wait(progress)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        match &progress.failure {
+            Some(reason) => Err(reason.clone()),
+            None => Ok(progress.finished.values().cloned().collect()),
+        }
+    }
+
+    fn part_started(&self) {
+        self.progress().in_flight += 1;
+    }
+
+    fn part_finished(&self, part: Option<UploadedPart>) {
+        let mut progress = self.progress();
+        progress.in_flight -= 1;
+        if let Some(part) = part {
+            progress.finished.insert(part.part_number, part);
+        }
+        drop(progress);
+        self.changed.notify_all();
+    }
+}
+
+struct PartJob {
+    upload: Arc<MultipartUpload>,
+    part_number: u32,
+    data: Bytes,
+    /// Returned to the budget when the job is dropped, i.e. when the part is done.
+    _reservation: Reservation,
+}
+
+/// Aborts multipart uploads; one that cannot be aborted now (server unreachable) is
+/// retried in the background until it is, so no upload is left to cost money.
+#[derive(Clone)]
+pub struct Aborter {
+    client: Arc<S3Client>,
+    retry: Sender<(String, String)>,
+}
+
+/// How often and how long an abort that failed is tried again.
+const ABORT_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+const ABORT_RETRY_FOR: Duration = Duration::from_secs(3600);
+
+impl Aborter {
+    pub fn abort(&self, key: &str, upload_id: &str) {
+        match self.client.abort_multipart_upload(key, upload_id) {
+            Ok(()) => info!("aborted multipart upload of {key:?}"),
+            Err(e) => {
+                warn!(
+                    "could not abort multipart upload {upload_id} of {key:?} ({e}); retrying in the background"
+                );
+                let _ = self.retry.send((key.to_owned(), upload_id.to_owned()));
+            }
+        }
+    }
+}
+
+fn run_abort_retries(client: &S3Client, failed: &Receiver<(String, String)>) {
+    let mut pending: Vec<(String, String, Instant)> = Vec::new();
+    loop {
+        match failed.recv_timeout(ABORT_RETRY_INTERVAL) {
+            Ok((key, id)) => pending.push((key, id, Instant::now())),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                for (key, id, _) in pending.drain(..) {
+                    if let Err(e) = client.abort_multipart_upload(&key, &id) {
+                        error!(
+                            "multipart upload {id} of {key:?} is left behind ({e}): remove it with `s3upfs cleanup` or a lifecycle rule"
+                        );
+                    }
+                }
+                return;
+            }
+        }
+        pending.retain(
+            |(key, id, since)| match client.abort_multipart_upload(key, id) {
+                Ok(()) => {
+                    info!("aborted multipart upload of {key:?} (on retry)");
+                    false
+                }
+                Err(e) if since.elapsed() > ABORT_RETRY_FOR => {
+                    error!("giving up aborting multipart upload {id} of {key:?}: {e}");
+                    false
+                }
+                Err(_) => true,
+            },
+        );
+    }
+}
+
+pub struct UploadPool {
+    jobs: Mutex<Option<Sender<PartJob>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    aborter: Mutex<Option<Aborter>>,
+}
+
+impl UploadPool {
+    pub fn start(client: Arc<S3Client>, workers: usize) -> std::io::Result<Self> {
+        let (sender, receiver) = crossbeam_channel::unbounded::<PartJob>();
+        let (retry_sender, retry_receiver) = crossbeam_channel::unbounded();
+        let aborter = Aborter {
+            client: Arc::clone(&client),
+            retry: retry_sender,
+        };
+        let mut handles = Vec::with_capacity(workers + 1);
+        for index in 0..workers.max(1) {
+            let receiver = receiver.clone();
+            let aborter = aborter.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("upload-{index}"))
+                    .spawn(move || run_worker(&aborter, &receiver))?,
+            );
+        }
+        let retry_client = Arc::clone(&client);
+        handles.push(
+            std::thread::Builder::new()
+                .name("abort-retry".to_owned())
+                .spawn(move || run_abort_retries(&retry_client, &retry_receiver))?,
+        );
+        Ok(Self {
+            jobs: Mutex::new(Some(sender)),
+            workers: Mutex::new(handles),
+            aborter: Mutex::new(Some(aborter)),
+        })
+    }
+
+    /// The aborter of this pool (None once shut down).
+    pub fn aborter(&self) -> Option<Aborter> {
+        self.aborter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Queues a part. The channel is unbounded on purpose: its length is already
+    /// bounded by the memory budget, since every queued part holds a reservation.
+    pub fn submit(
+        &self,
+        upload: &Arc<MultipartUpload>,
+        part_number: u32,
+        data: Vec<u8>,
+        reservation: Reservation,
+    ) {
+        upload.part_started();
+        let job = PartJob {
+            upload: Arc::clone(upload),
+            part_number,
+            data: Bytes::from(data),
+            _reservation: reservation,
+        };
+        let sender = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let rejected = match sender {
+            Some(sender) => sender.send(job).err().map(|e| e.into_inner()),
+            None => Some(job),
+        };
+        if let Some(job) = rejected {
+            job.upload
+                .fail("the mount is shutting down; part not uploaded".to_owned());
+            job.upload.part_finished(None);
+        }
+    }
+
+    /// Stops taking parts and waits for the workers to finish the queued ones.
+    pub fn shutdown(&self) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        self.aborter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let workers = std::mem::take(
+            &mut *self
+                .workers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for worker in workers {
+            if worker.join().is_err() {
+                warn!("an upload worker panicked");
+            }
+        }
+    }
+}
+
+fn run_worker(aborter: &Aborter, jobs: &Receiver<PartJob>) {
+    for job in jobs.iter() {
+        let upload = Arc::clone(&job.upload);
+        let part = upload_one(aborter, &job);
+        drop(job);
+        upload.part_finished(part);
+    }
+}
+
+/// Uploads one part (the SDK retries transient errors with backoff); on final failure
+/// fails and aborts the whole upload.
+fn upload_one(aborter: &Aborter, job: &PartJob) -> Option<UploadedPart> {
+    let client = &aborter.client;
+    let upload = &job.upload;
+    if upload.failure().is_some() {
+        return None;
+    }
+    let result = upload.ensure_created(client).and_then(|upload_id| {
+        let checksum = crc32c_base64(&job.data);
+        client
+            .upload_part(
+                &upload.key,
+                &upload_id,
+                job.part_number,
+                job.data.clone(),
+                &checksum,
+            )
+            .map(|etag| UploadedPart {
+                part_number: job.part_number,
+                etag,
+                checksum_crc32c: checksum,
+            })
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(part) => {
+            debug!(
+                "uploaded part {} of {:?} ({} bytes)",
+                job.part_number,
+                upload.key,
+                job.data.len()
+            );
+            Some(part)
+        }
+        Err(reason) => {
+            let reason = format!("part {} failed after retries: {reason}", job.part_number);
+            error!("upload of {:?} failed: {reason}; aborting it", upload.key);
+            upload.fail(reason);
+            upload.abort(aborter);
+            None
+        }
+    }
+}

@@ -1,0 +1,579 @@
+//! One object being written: bytes from FUSE writes go into part buffers, full parts go
+//! to the pool, and `commit` makes the object appear (PutObject for a single part,
+//! CompleteMultipartUpload otherwise) or fails and leaves nothing behind.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use log::{debug, error, info, warn};
+
+use super::UploadContext;
+use super::budget::Reservation;
+use super::pool::{MultipartUpload, crc32c_base64};
+use crate::s3::{ObjectHeaders, UploadedPart};
+
+/// Why a write was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteError {
+    /// Past the largest file the part schedule reaches.
+    TooLarge { max: u64 },
+    /// Into bytes already handed to the upload pool.
+    AlreadyUploaded { writable_from: u64, size: u64 },
+    /// The upload failed; the reason was logged.
+    Failed(String),
+    /// The object was already completed (fsync, or close from the opener).
+    Completed,
+}
+
+impl WriteError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            WriteError::TooLarge { .. } => libc::EFBIG,
+            WriteError::AlreadyUploaded { .. } => libc::EINVAL,
+            WriteError::Failed(_) | WriteError::Completed => libc::EIO,
+        }
+    }
+}
+
+/// How far a non-blocking write got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WriteProgress {
+    Done,
+    /// The next part needs memory the budget has not got right now; `written` bytes
+    /// were taken. Call again with the rest and `may_block` to wait for memory.
+    NeedsMemory {
+        written: usize,
+    },
+}
+
+#[derive(Debug)]
+struct PartBuffer {
+    number: u32,
+    start: u64,
+    capacity: usize,
+    data: Vec<u8>,
+    reservation: Reservation,
+}
+
+impl PartBuffer {
+    fn end(&self) -> u64 {
+        self.start + self.data.len() as u64
+    }
+
+    fn is_full(&self) -> bool {
+        self.data.len() >= self.capacity
+    }
+}
+
+/// The bytes of an object still being written.
+#[derive(Debug)]
+struct Parts {
+    size: u64,
+    /// Part 1, kept in memory until completion so a writer can patch a header.
+    retained_first: Option<PartBuffer>,
+    current: Option<PartBuffer>,
+    /// Number of the part that `current` is, or the next one to allocate.
+    filling: u32,
+    upload: Option<Arc<MultipartUpload>>,
+    started: Instant,
+}
+
+#[derive(Debug)]
+enum State {
+    Writing(Parts),
+    Completed {
+        size: u64,
+    },
+    Failed(String),
+    /// Unlinked while open: writes are accepted and dropped, nothing is uploaded.
+    Discarded,
+}
+
+pub struct ObjectWriter {
+    context: Arc<UploadContext>,
+    key: String,
+    headers: ObjectHeaders,
+    state: State,
+}
+
+enum Source<'a> {
+    Bytes(&'a [u8]),
+    Zeros(u64),
+}
+
+impl Source<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Source::Bytes(bytes) => bytes.len() as u64,
+            Source::Zeros(count) => *count,
+        }
+    }
+}
+
+impl ObjectWriter {
+    pub fn new(context: Arc<UploadContext>, key: String, headers: ObjectHeaders) -> Self {
+        Self {
+            context,
+            key,
+            headers,
+            state: State::Writing(Parts::empty()),
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Uploads not yet started use the new key; used by rename of a file being written.
+    pub fn set_key(&mut self, key: String) -> bool {
+        match &self.state {
+            State::Writing(parts) if parts.upload.is_none() => {
+                self.key = key;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn headers(&self) -> &ObjectHeaders {
+        &self.headers
+    }
+
+    /// Metadata changes (chmod, utimes) ride along with the upload.
+    pub fn set_headers(&mut self, headers: ObjectHeaders) {
+        self.headers = headers;
+    }
+
+    /// Logical size: the end of the furthest byte written.
+    pub fn size(&self) -> u64 {
+        match &self.state {
+            State::Writing(parts) => parts.size,
+            State::Completed { size } => *size,
+            State::Failed(_) | State::Discarded => 0,
+        }
+    }
+
+    pub fn is_completed(&self) -> bool {
+        matches!(self.state, State::Completed { .. } | State::Discarded)
+    }
+
+    pub fn failure(&self) -> Option<&str> {
+        match &self.state {
+            State::Failed(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Writes `data` at `offset`. Without `may_block` it never waits for memory.
+    pub fn write(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        may_block: bool,
+    ) -> Result<WriteProgress, WriteError> {
+        if let State::Completed { size: 0 } = self.state {
+            // Completed empty (dd closes a duplicate before writing): start over.
+            self.state = State::Writing(Parts::empty());
+        }
+        let parts = match &mut self.state {
+            State::Writing(parts) => parts,
+            State::Discarded => return Ok(WriteProgress::Done),
+            State::Failed(reason) => return Err(WriteError::Failed(reason.clone())),
+            State::Completed { .. } => return Err(WriteError::Completed),
+        };
+        if let Some(upload) = &parts.upload
+            && let Some(reason) = upload.failure()
+        {
+            return Err(WriteError::Failed(reason));
+        }
+        let max = self.context.schedule.max_file_size();
+        if offset.saturating_add(data.len() as u64) > max {
+            return Err(WriteError::TooLarge { max });
+        }
+        if offset > parts.size {
+            let gap = offset - parts.size;
+            let filled = self.append(Source::Zeros(gap), may_block)?;
+            if filled < gap {
+                return Ok(WriteProgress::NeedsMemory { written: 0 });
+            }
+        }
+        let mut position = offset;
+        let mut taken = 0usize;
+        while taken < data.len() {
+            let rest = &data[taken..];
+            let size = self.writing_parts().map_or(0, |parts| parts.size);
+            let count = if position < size {
+                self.overwrite(position, rest)?
+            } else {
+                let appended = self.append(Source::Bytes(rest), may_block)? as usize;
+                if appended == 0 {
+                    return Ok(WriteProgress::NeedsMemory { written: taken });
+                }
+                appended
+            };
+            position += count as u64;
+            taken += count;
+        }
+        Ok(WriteProgress::Done)
+    }
+
+    fn writing_parts(&mut self) -> Option<&mut Parts> {
+        match &mut self.state {
+            State::Writing(parts) => Some(parts),
+            _ => None,
+        }
+    }
+
+    /// Copies into bytes written before but not yet handed to the pool.
+    fn overwrite(&mut self, position: u64, bytes: &[u8]) -> Result<usize, WriteError> {
+        let key = self.key.clone();
+        let Some(parts) = self.writing_parts() else {
+            return Err(WriteError::Completed);
+        };
+        for buffer in [&mut parts.retained_first, &mut parts.current]
+            .into_iter()
+            .flatten()
+        {
+            if position >= buffer.start && position < buffer.end() {
+                let offset = (position - buffer.start) as usize;
+                let count = bytes.len().min(buffer.data.len() - offset);
+                buffer.data[offset..offset + count].copy_from_slice(&bytes[..count]);
+                return Ok(count);
+            }
+        }
+        let writable_from = parts.current.as_ref().map_or(parts.size, |c| c.start);
+        warn!(
+            "write to {key:?} at offset {position} refused (EINVAL): those bytes were already uploaded; \
+             the writable window is {writable_from}..{} (plus the first part while it is held)",
+            parts.size
+        );
+        Err(WriteError::AlreadyUploaded {
+            writable_from,
+            size: parts.size,
+        })
+    }
+
+    /// Appends at the end; returns how much fit before memory ran out (without blocking).
+    fn append(&mut self, source: Source<'_>, may_block: bool) -> Result<u64, WriteError> {
+        let mut appended = 0u64;
+        while appended < source.len() {
+            if !self.ensure_buffer(may_block)? {
+                break;
+            }
+            let Some(parts) = self.writing_parts() else {
+                return Err(WriteError::Completed);
+            };
+            let Some(buffer) = parts.current.as_mut() else {
+                break;
+            };
+            let space = (buffer.capacity - buffer.data.len()) as u64;
+            let count = space.min(source.len() - appended);
+            match &source {
+                Source::Bytes(bytes) => buffer
+                    .data
+                    .extend_from_slice(&bytes[appended as usize..(appended + count) as usize]),
+                Source::Zeros(_) => {
+                    let new_len = buffer.data.len() + count as usize;
+                    buffer.data.resize(new_len, 0);
+                }
+            }
+            parts.size += count;
+            appended += count;
+        }
+        Ok(appended)
+    }
+
+    /// Makes sure `current` has room, rotating a full part out. Returns false when
+    /// memory is short and blocking is not allowed.
+    fn ensure_buffer(&mut self, may_block: bool) -> Result<bool, WriteError> {
+        let context = Arc::clone(&self.context);
+        let key = self.key.clone();
+        let headers = self.headers.clone();
+        let Some(parts) = self.writing_parts() else {
+            return Err(WriteError::Completed);
+        };
+        if let Some(buffer) = &parts.current {
+            if !buffer.is_full() {
+                return Ok(true);
+            }
+            let full = parts.current.take().expect("checked above");
+            parts.filling = full.number + 1;
+            let upload = parts
+                .upload
+                .get_or_insert_with(|| MultipartUpload::new(key, headers));
+            if full.number == 1 {
+                parts.retained_first = Some(full);
+            } else {
+                context
+                    .pool
+                    .submit(upload, full.number, full.data, full.reservation);
+            }
+        }
+        let number = parts.filling;
+        let size = context.schedule.part_size(number);
+        let reservation = match context.budget.try_reserve(size) {
+            Some(reservation) => reservation,
+            None if !may_block => return Ok(false),
+            None => {
+                // Waiting while holding part 1 could starve everyone: send it now.
+                parts.send_retained_first(&context);
+                context.budget.reserve(size)
+            }
+        };
+        parts.current = Some(PartBuffer {
+            number,
+            start: context.schedule.part_start(number),
+            capacity: size as usize,
+            data: Vec::with_capacity(size as usize),
+            reservation,
+        });
+        Ok(true)
+    }
+
+    /// Truncates to `size`: extending fills zeros, shrinking works only to 0 and only
+    /// while nothing has been uploaded yet.
+    pub fn truncate(&mut self, size: u64) -> Result<(), WriteError> {
+        let current_size = self.size();
+        if size > current_size {
+            let max = self.context.schedule.max_file_size();
+            if size > max {
+                return Err(WriteError::TooLarge { max });
+            }
+            if let State::Completed { size: 0 } = self.state {
+                self.state = State::Writing(Parts::empty());
+            }
+            self.append(Source::Zeros(size - current_size), true)?;
+            return Ok(());
+        }
+        match &mut self.state {
+            _ if size == current_size => Ok(()),
+            State::Writing(parts) if size == 0 && parts.upload.is_none() => {
+                *parts = Parts::empty();
+                Ok(())
+            }
+            State::Completed { .. } if size == 0 => {
+                self.state = State::Writing(Parts::empty());
+                Ok(())
+            }
+            _ => Err(WriteError::AlreadyUploaded {
+                writable_from: current_size,
+                size: current_size,
+            }),
+        }
+    }
+
+    /// Makes the object appear in S3 with exactly the bytes written, or fails and
+    /// leaves no object and no multipart upload. Idempotent.
+    pub fn commit(&mut self) -> Result<(), String> {
+        let parts = match std::mem::replace(&mut self.state, State::Discarded) {
+            State::Writing(parts) => parts,
+            other => {
+                let result = match &other {
+                    State::Failed(reason) => Err(reason.clone()),
+                    _ => Ok(()),
+                };
+                self.state = other;
+                return result;
+            }
+        };
+        let size = parts.size;
+        let started = parts.started;
+        let result = match parts.upload.clone() {
+            None => self.put_single(parts),
+            Some(upload) => self.complete_multipart(parts, &upload),
+        };
+        match result {
+            Ok(part_count) => {
+                let seconds = started.elapsed().as_secs_f64();
+                info!(
+                    "uploaded {:?}: {size} bytes in {part_count} part(s), {seconds:.2} s, {:.1} MiB/s",
+                    self.key,
+                    size as f64 / (1 << 20) as f64 / seconds.max(1e-6)
+                );
+                self.state = State::Completed { size };
+                Ok(())
+            }
+            Err(reason) => {
+                error!("upload of {:?} failed and was aborted: {reason}", self.key);
+                self.state = State::Failed(reason.clone());
+                Err(reason)
+            }
+        }
+    }
+
+    fn put_single(&self, mut parts: Parts) -> Result<u32, String> {
+        let body = parts
+            .current
+            .take()
+            .map(|buffer| Bytes::from(buffer.data))
+            .unwrap_or_default();
+        let checksum = crc32c_base64(&body);
+        let reported = self
+            .context
+            .client
+            .put_object(&self.key, body, &checksum, &self.headers)
+            .map_err(|e| e.to_string())?;
+        if let Some(reported) = reported
+            && reported != checksum
+        {
+            // The object is there but not what we wrote: remove it rather than leave it.
+            let _ = self.context.client.delete_object(&self.key);
+            return Err(format!(
+                "server stored CRC32C {reported}, we sent {checksum}; object removed"
+            ));
+        }
+        Ok(1)
+    }
+
+    fn complete_multipart(
+        &self,
+        mut parts: Parts,
+        upload: &Arc<MultipartUpload>,
+    ) -> Result<u32, String> {
+        let client = &self.context.client;
+        parts.send_retained_first(&self.context);
+        if let Some(buffer) = parts.current.take()
+            && !buffer.data.is_empty()
+        {
+            self.context
+                .pool
+                .submit(upload, buffer.number, buffer.data, buffer.reservation);
+        }
+        let last_part = parts.part_count();
+        let uploaded = match upload.wait_for_parts() {
+            Ok(uploaded) => uploaded,
+            Err(reason) => {
+                self.abort_upload(upload);
+                return Err(reason);
+            }
+        };
+        let finish = || -> Result<(), String> {
+            let upload_id = upload
+                .upload_id()
+                .ok_or_else(|| "multipart upload was never created".to_owned())?;
+            if uploaded.len() != last_part as usize {
+                return Err(format!("{} of {last_part} parts uploaded", uploaded.len()));
+            }
+            let reported = client
+                .complete_multipart_upload(&self.key, &upload_id, &uploaded)
+                .map_err(|e| e.to_string())?;
+            let expected = composite_checksum(&uploaded);
+            if let Some(reported) = reported
+                && reported != expected
+            {
+                return Err(format!(
+                    "server reports CRC32C {reported} for the completed object, expected {expected}"
+                ));
+            }
+            Ok(())
+        };
+        if let Err(reason) = finish() {
+            self.abort_upload(upload);
+            return Err(reason);
+        }
+        self.verify_size(parts.size)?;
+        if upload.headers() != &self.headers {
+            // chmod/utimes arrived after CreateMultipartUpload: one copy applies them.
+            client
+                .copy_object(&self.key, &self.key, Some(&self.headers))
+                .map_err(|e| format!("object uploaded, but updating its metadata failed: {e}"))?;
+        }
+        debug!("completed {:?} in {last_part} parts", self.key);
+        Ok(last_part)
+    }
+
+    fn abort_upload(&self, upload: &MultipartUpload) {
+        match self.context.pool.aborter() {
+            Some(aborter) => upload.abort(&aborter),
+            None => {
+                if let Some(id) = upload.upload_id()
+                    && let Err(e) = self.context.client.abort_multipart_upload(&self.key, &id)
+                {
+                    error!(
+                        "could not abort the upload of {:?} at shutdown: {e}",
+                        self.key
+                    );
+                }
+            }
+        }
+    }
+
+    /// After Complete, the object must have exactly the size written.
+    fn verify_size(&self, size: u64) -> Result<(), String> {
+        match self.context.client.head_object(&self.key) {
+            Ok(Some(info)) if info.size == size => Ok(()),
+            Ok(Some(info)) => {
+                let _ = self.context.client.delete_object(&self.key);
+                Err(format!(
+                    "completed object has {} bytes, {size} were written; object removed",
+                    info.size
+                ))
+            }
+            Ok(None) => Err("completed object is not there".to_owned()),
+            Err(e) => Err(format!("could not verify the completed object: {e}")),
+        }
+    }
+
+    /// Drops everything written and aborts the upload: the file was unlinked or the
+    /// mount is going away. Later writes are accepted and go nowhere.
+    pub fn discard(&mut self, why: &str) {
+        if let State::Writing(parts) = std::mem::replace(&mut self.state, State::Discarded)
+            && let Some(upload) = parts.upload
+        {
+            upload.fail(format!("discarded: {why}"));
+            let _ = upload.wait_for_parts();
+            self.abort_upload(&upload);
+            info!("aborted upload of {:?} ({why})", self.key);
+        }
+    }
+}
+
+impl Parts {
+    fn empty() -> Self {
+        Self {
+            size: 0,
+            retained_first: None,
+            current: None,
+            filling: 1,
+            upload: None,
+            started: Instant::now(),
+        }
+    }
+
+    fn part_count(&self) -> u32 {
+        match &self.current {
+            Some(buffer) if buffer.data.is_empty() => buffer.number - 1,
+            Some(buffer) => buffer.number,
+            None => self.filling - 1,
+        }
+    }
+
+    fn send_retained_first(&mut self, context: &UploadContext) {
+        if let (Some(first), Some(upload)) = (self.retained_first.take(), &self.upload) {
+            context
+                .pool
+                .submit(upload, first.number, first.data, first.reservation);
+        }
+    }
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        if matches!(self.state, State::Writing(_)) {
+            self.discard("closed without completing");
+        }
+    }
+}
+
+/// S3's checksum of a multipart object: CRC32C over the parts' CRC32Cs, then `-N`.
+pub fn composite_checksum(parts: &[UploadedPart]) -> String {
+    let mut concatenated = Vec::with_capacity(parts.len() * 4);
+    for part in parts {
+        match aws_smithy_types::base64::decode(&part.checksum_crc32c) {
+            Ok(raw) => concatenated.extend_from_slice(&raw),
+            Err(_) => return String::new(),
+        }
+    }
+    format!("{}-{}", crc32c_base64(&concatenated), parts.len())
+}
