@@ -7,6 +7,17 @@ use std::path::Path;
 
 use common::{Mount, S3Server, run_cli};
 
+fn credentials(server: &S3Server) -> Vec<(String, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID".to_owned(), server.access_key()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), server.secret_key()),
+    ]
+}
+
+fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 fn is_mounted(path: &Path) -> bool {
     let target = path.to_string_lossy().to_string();
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -34,7 +45,10 @@ fn a_mount_with_a_prefix_writes_below_it_only() {
     let mount = Mount::with_prefix(&server, "team/backups/", &[]);
     std::fs::write(mount.join("a.txt"), b"a").expect("write");
     drop(mount);
-    assert_eq!(server.client().list(""), vec!["team/backups/a.txt".to_owned()]);
+    assert_eq!(
+        server.client().list(""),
+        vec!["team/backups/a.txt".to_owned()]
+    );
 }
 
 #[test]
@@ -57,6 +71,8 @@ fn without_foreground_the_command_returns_once_mounted_and_umount_ends_the_daemo
     let target = mountpoint.path().to_string_lossy().to_string();
     let url = format!("s3://{}/", server.bucket());
     let endpoint = server.endpoint();
+    let region = server.region();
+    let env = credentials(&server);
     let (status, _, stderr) = run_cli(
         &[
             "mount",
@@ -65,13 +81,16 @@ fn without_foreground_the_command_returns_once_mounted_and_umount_ends_the_daemo
             "--endpoint-url",
             &endpoint,
             "--region",
-            server.region(),
+            &region,
             "--force-path-style",
         ],
-        &server.credential_env(),
+        &as_refs(&env),
     );
     assert!(status.success(), "mount failed: {stderr}");
-    assert!(is_mounted(mountpoint.path()), "not mounted after the command returned");
+    assert!(
+        is_mounted(mountpoint.path()),
+        "not mounted after the command returned"
+    );
     std::fs::write(mountpoint.path().join("x"), b"daemon").expect("write");
     let unmounted = std::process::Command::new("fusermount3")
         .arg("-u")
@@ -85,7 +104,7 @@ fn without_foreground_the_command_returns_once_mounted_and_umount_ends_the_daemo
 
 /// Runs a mount that must fail; checks the single stderr line and the exit status.
 fn assert_mount_fails(args: &[&str], env: &[(String, String)], expected: &str) {
-    let (status, _, stderr) = run_cli(args, env);
+    let (status, _, stderr) = run_cli(args, &as_refs(env));
     assert!(!status.success(), "{args:?} unexpectedly succeeded");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
@@ -103,7 +122,7 @@ fn bad_input_fails_at_once_with_one_line_and_mounts_nothing() {
     let target = mountpoint.path().to_string_lossy().to_string();
     let endpoint = server.endpoint();
     let good_url = format!("s3://{}/", server.bucket());
-    let env = server.credential_env();
+    let env = credentials(&server);
     let with = |url: &str, target: &str, extra: &[&str]| -> Vec<String> {
         let mut args: Vec<String> = [
             "mount",
@@ -128,7 +147,11 @@ fn bad_input_fails_at_once_with_one_line_and_mounts_nothing() {
         assert!(!is_mounted(mountpoint.path()));
     };
 
-    run(with("s3://no-such-bucket-here/", &target, &[]), &env, "does not exist");
+    run(
+        with("s3://no-such-bucket-here/", &target, &[]),
+        &env,
+        "does not exist",
+    );
     let bad_secret: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| {
@@ -148,8 +171,16 @@ fn bad_input_fails_at_once_with_one_line_and_mounts_nothing() {
         &env,
         "does not exist",
     );
-    run(with(&good_url, &target, &["--part-size", "8XB"]), &env, "--part-size");
-    run(with(&good_url, &target, &["--part-size", "1MiB"]), &env, "minimum");
+    run(
+        with(&good_url, &target, &["--part-size", "8XB"]),
+        &env,
+        "--part-size",
+    );
+    run(
+        with(&good_url, &target, &["--part-size", "1MiB"]),
+        &env,
+        "minimum",
+    );
     run(with("bucket-without-scheme", &target, &[]), &env, "s3://");
     std::fs::write(mountpoint.path().join("keep.txt"), b"mine").expect("write");
     run(with(&good_url, &target, &[]), &env, "not empty");
@@ -167,6 +198,12 @@ fn sigterm_unmounts_cleanly() {
     std::fs::write(mount.join("before-term"), b"x").expect("write");
     mount.kill(libc::SIGTERM);
     let status = mount.unmount();
-    assert!(status.success(), "daemon exit status after SIGTERM: {status:?}");
-    assert_eq!(server.client().get("before-term").as_deref(), Some(&b"x"[..]));
+    assert!(
+        status.success(),
+        "daemon exit status after SIGTERM: {status:?}"
+    );
+    assert_eq!(
+        server.client().get("before-term").as_deref(),
+        Some(&b"x"[..])
+    );
 }

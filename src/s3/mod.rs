@@ -457,7 +457,7 @@ impl S3Client {
         let quick = aws_sdk_s3::config::Builder::default()
             .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(2));
         let send = request.customize().config_override(quick).send();
-        match self.block_on(tokio::time::timeout(timeout, send)) {
+        match self.block_on(async move { tokio::time::timeout(timeout, send).await }) {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(S3Error::from_sdk("ListObjectsV2", prefix, e)),
             Err(_) => Err(S3Error::unreachable(

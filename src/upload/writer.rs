@@ -432,6 +432,7 @@ impl ObjectWriter {
         upload: &Arc<MultipartUpload>,
     ) -> Result<u32, String> {
         let client = &self.context.client;
+        let last_part = parts.part_count();
         parts.send_retained_first(&self.context);
         if let Some(buffer) = parts.current.take()
             && !buffer.data.is_empty()
@@ -440,7 +441,6 @@ impl ObjectWriter {
                 .pool
                 .submit(upload, buffer.number, buffer.data, buffer.reservation);
         }
-        let last_part = parts.part_count();
         let uploaded = match upload.wait_for_parts() {
             Ok(uploaded) => uploaded,
             Err(reason) => {
