@@ -347,7 +347,7 @@ fn prepare(config: &MountConfig) -> Result<Prepared, String> {
         config.max_concurrency,
     )
     .map_err(|e| format!("cannot start the upload pool: {e}"))?;
-    let namespace = Namespace::new(
+    let namespace = Arc::new(Namespace::new(
         NamespaceConfig {
             prefix: prefix.clone(),
             uid: config.uid,
@@ -358,9 +358,11 @@ fn prepare(config: &MountConfig) -> Result<Prepared, String> {
             read_only: config.read_only,
         },
         uploads,
-    );
+    ));
+    Namespace::start_metadata_flusher(&namespace)
+        .map_err(|e| format!("cannot start the metadata thread: {e}"))?;
     let label = format!("s3upfs:{bucket}/{prefix}");
-    Ok((runtime, local, FuseAdapter::new(Arc::new(namespace)), label))
+    Ok((runtime, local, FuseAdapter::new(namespace), label))
 }
 
 fn probe_bucket(

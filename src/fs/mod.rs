@@ -10,7 +10,7 @@
 pub mod inode;
 pub mod metadata;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -30,6 +30,9 @@ use metadata::PosixMetadata;
 pub type Errno = i32;
 pub type FsResult<T> = Result<T, Errno>;
 
+/// How long chmod/chown/utimes on a finished object are held for a following rename
+/// to carry them, before they are sent on their own.
+pub const PENDING_METADATA_DELAY: Duration = Duration::from_secs(1);
 /// S3's limit on key length, in bytes.
 const MAX_KEY_LEN: usize = 1024;
 const S_IFMT: u32 = libc::S_IFMT;
@@ -85,9 +88,9 @@ pub struct ActiveWrite {
     /// Published after every write so `stat` never waits for a writer blocked on memory.
     size: AtomicU64,
     /// Process (thread group) that opened the file: its close completes the upload.
+    /// (An empty completion is not final: dd closes a duplicate before writing, and the
+    /// writes that follow start the object over.)
     opener_tgid: u32,
-    /// Created by this open (as opposed to truncating an existing object).
-    created: bool,
 }
 
 impl ActiveWrite {
@@ -114,6 +117,8 @@ pub struct Namespace {
     table: Mutex<InodeTable>,
     handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_handle: AtomicU64,
+    /// Paths already reported as a file shadowed by a directory.
+    shadowed_logged: Mutex<HashSet<String>>,
 }
 
 /// The thread group of `pid` (FUSE reports thread ids; a process's threads share a group).
@@ -158,6 +163,7 @@ impl Namespace {
             table: Mutex::new(InodeTable::new(root)),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            shadowed_logged: Mutex::new(HashSet::new()),
         }
     }
 
@@ -270,92 +276,165 @@ impl Namespace {
     }
 
     /// Asks S3 what `path` is: a directory (a marker or anything below it), a file or
-    /// symlink, or nothing. A directory wins over a file of the same name.
-    fn fetch_remote(&self, parent: u64, name: &str, path: &str) -> FsResult<Option<Inode>> {
+    /// symlink, or nothing. A directory wins over a file of the same name. With the kind
+    /// a fresh listing showed, one request usually settles it; an unknown name takes one
+    /// delimited LIST, plus a HEAD when something is there.
+    fn fetch_remote(
+        &self,
+        parent: u64,
+        name: &str,
+        path: &str,
+        known: Option<Kind>,
+    ) -> FsResult<Option<Inode>> {
+        let key = self.object_key(path);
         let marker = self.marker_key(path);
-        let below = self
+        match known {
+            Some(Kind::Directory) => return self.directory_inode(parent, name, path).map(Some),
+            Some(Kind::File | Kind::Symlink) => {
+                if let Some(inode) = self.file_inode(parent, name, path)? {
+                    return Ok(Some(inode));
+                }
+            }
+            None => {}
+        }
+        let page = self
             .client
-            .list_page(&marker, false, None, Some(1))
+            .list_page(&key, true, None, Some(100))
             .map_err(|e| log_s3(&e))?;
-        let head = self
+        let has_object = page.objects.iter().any(|o| o.key == key);
+        let mut has_directory = page.common_prefixes.contains(&marker);
+        if !has_directory && page.next_token.is_some() {
+            has_directory = !self
+                .client
+                .list_page(&marker, false, None, Some(1))
+                .map_err(|e| log_s3(&e))?
+                .objects
+                .is_empty();
+        }
+        if has_directory {
+            if has_object {
+                self.warn_shadowed_once(path);
+            }
+            return self.directory_inode(parent, name, path).map(Some);
+        }
+        if has_object {
+            return self.file_inode(parent, name, path);
+        }
+        Ok(None)
+    }
+
+    fn warn_shadowed_once(&self, path: &str) {
+        let mut logged = self
+            .shadowed_logged
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if logged.insert(path.to_owned()) {
+            warn!("{path:?} is both a file and a directory in the bucket; showing the directory");
+        }
+    }
+
+    /// A directory's inode, with the attributes of its marker when it has one.
+    fn directory_inode(&self, parent: u64, name: &str, path: &str) -> FsResult<Inode> {
+        let mut inode = self.new_inode(parent, name, path, Kind::Directory);
+        if let Some(info) = self
+            .client
+            .head_object(&self.marker_key(path))
+            .map_err(|e| log_s3(&e))?
+        {
+            inode.metadata = PosixMetadata::decode(&info.metadata);
+            inode.last_modified = info.last_modified;
+        }
+        inode.metadata_loaded = true;
+        Ok(inode)
+    }
+
+    fn file_inode(&self, parent: u64, name: &str, path: &str) -> FsResult<Option<Inode>> {
+        let Some(info) = self
             .client
             .head_object(&self.object_key(path))
-            .map_err(|e| log_s3(&e))?;
-        if let Some(first) = below.objects.first() {
-            if head.is_some() {
-                warn!(
-                    "{path:?} is both a file and a directory in the bucket; showing the directory"
-                );
-            }
-            let mut inode = self.new_inode(parent, name, path, Kind::Directory);
-            if first.key == marker
-                && let Some(info) = self.client.head_object(&marker).map_err(|e| log_s3(&e))?
-            {
-                inode.metadata = PosixMetadata::decode(&info.metadata);
-                inode.last_modified = info.last_modified;
-            }
-            inode.metadata_loaded = true;
-            return Ok(Some(inode));
-        }
-        Ok(head.map(|info| {
-            let metadata = PosixMetadata::decode(&info.metadata);
-            let kind = if metadata.mode.is_some_and(|m| m & S_IFMT == S_IFLNK) {
-                Kind::Symlink
-            } else {
-                Kind::File
-            };
-            let mut inode = self.new_inode(parent, name, path, kind);
-            inode.size = info.size;
-            inode.metadata = metadata;
-            inode.last_modified = info.last_modified;
-            inode.metadata_loaded = true;
-            inode
-        }))
+            .map_err(|e| log_s3(&e))?
+        else {
+            return Ok(None);
+        };
+        let metadata = PosixMetadata::decode(&info.metadata);
+        let kind = if metadata.mode.is_some_and(|m| m & S_IFMT == S_IFLNK) {
+            Kind::Symlink
+        } else {
+            Kind::File
+        };
+        let mut inode = self.new_inode(parent, name, path, kind);
+        inode.size = info.size;
+        inode.metadata = metadata;
+        inode.last_modified = info.last_modified;
+        inode.metadata_loaded = true;
+        Ok(Some(inode))
     }
 
     pub fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<Attributes> {
         let (name, path) = self.child_path(parent, name)?;
-        let now = Instant::now();
-        {
-            let table = self.table();
-            if let Some(ino) = table.child(parent, &name)
-                && let Some(inode) = table.get(ino)
-                && (inode.is_being_written()
-                    || inode.pending_metadata_since.is_some()
-                    || (inode.is_fresh(now) && inode.metadata_loaded))
-            {
-                return Ok(self.attributes(ino, inode));
-            }
-            let listed_complete = table
-                .get(parent)
-                .and_then(|p| p.listing_valid_until)
-                .is_some_and(|until| until > now);
-            if listed_complete && table.child(parent, &name).is_none() {
-                return Err(libc::ENOENT);
-            }
-        }
-        match self.fetch_remote(parent, &name, &path)? {
-            Some(inode) => {
-                let mut table = self.table();
-                let ino = table.upsert(inode);
-                let inode = table.get(ino).ok_or(libc::ENOENT)?;
-                Ok(self.attributes(ino, inode))
-            }
-            None => {
-                let mut table = self.table();
-                if let Some(ino) = table.child(parent, &name)
-                    && table.get(ino).is_some_and(|i| !i.is_being_written())
+        let mut relisted = false;
+        loop {
+            let now = Instant::now();
+            let known = {
+                let table = self.table();
+                let child = table
+                    .child(parent, &name)
+                    .and_then(|c| Some((c, table.get(c)?)));
+                if let Some((ino, inode)) = child
+                    && (inode.is_being_written()
+                        || inode.pending_metadata_since.is_some()
+                        || (inode.is_fresh(now) && inode.metadata_loaded))
                 {
-                    table.unlink(parent, &name);
+                    return Ok(self.attributes(ino, inode));
                 }
-                Err(libc::ENOENT)
+                let parent_inode = table.get(parent);
+                let listed_complete = parent_inode
+                    .and_then(|p| p.listing_valid_until)
+                    .is_some_and(|until| until > now);
+                match child {
+                    Some((_, inode)) => Some(inode.kind),
+                    None if listed_complete => return Err(libc::ENOENT),
+                    // A small directory listed before: one LIST re-validates all its names.
+                    None if !relisted
+                        && parent_inode.is_some_and(|p| p.listing_valid_until.is_some())
+                        && table.children_of(parent).len() < 1000 =>
+                    {
+                        None
+                    }
+                    None => {
+                        relisted = true;
+                        None
+                    }
+                }
+            };
+            if known.is_none() && !relisted {
+                relisted = true;
+                self.list_directory(parent)?;
+                continue;
             }
+            return match self.fetch_remote(parent, &name, &path, known)? {
+                Some(inode) => {
+                    let mut table = self.table();
+                    let ino = table.upsert(inode);
+                    let inode = table.get(ino).ok_or(libc::ENOENT)?;
+                    Ok(self.attributes(ino, inode))
+                }
+                None => {
+                    let mut table = self.table();
+                    if let Some(ino) = table.child(parent, &name)
+                        && table.get(ino).is_some_and(|i| !i.is_being_written())
+                    {
+                        table.unlink(parent, &name);
+                    }
+                    Err(libc::ENOENT)
+                }
+            };
         }
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attributes> {
         let now = Instant::now();
-        let (parent, name, path) = {
+        let (parent, name, path, kind) = {
             let table = self.table();
             let inode = table.get(ino).ok_or(libc::ENOENT)?;
             if ino == ROOT_INO
@@ -365,9 +444,14 @@ impl Namespace {
             {
                 return Ok(self.attributes(ino, inode));
             }
-            (inode.parent, inode.name.clone(), inode.path.clone())
+            (
+                inode.parent,
+                inode.name.clone(),
+                inode.path.clone(),
+                inode.kind,
+            )
         };
-        match self.fetch_remote(parent, &name, &path)? {
+        match self.fetch_remote(parent, &name, &path, Some(kind))? {
             Some(fresh) => {
                 let mut table = self.table();
                 let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
@@ -536,7 +620,6 @@ impl Namespace {
             )),
             size: AtomicU64::new(0),
             opener_tgid: thread_group_of(pid),
-            created: true,
         });
         let mut inode = self.new_inode(parent, &name, &path, Kind::File);
         inode.metadata = metadata;
@@ -610,7 +693,6 @@ impl Namespace {
             )),
             size: AtomicU64::new(0),
             opener_tgid: thread_group_of(pid),
-            created: false,
         });
         if let Some(inode) = self.table().get_mut(ino) {
             inode.active_write = Some(Arc::clone(&active));
@@ -710,10 +792,6 @@ impl Namespace {
                 None => Ok(()),
             };
         }
-        if active.size() == 0 && !active.created && !active.writer().is_completed() {
-            debug!("inode {ino}: flush of a truncated, still empty file: completing at release");
-            return Ok(());
-        }
         self.complete(*ino, active)
     }
 
@@ -721,7 +799,10 @@ impl Namespace {
         let file = self.handle(fh)?;
         match &*file {
             OpenFile::Writer { ino, active } => self.complete(*ino, active),
-            OpenFile::Reader { .. } => Ok(()),
+            OpenFile::Reader { .. } => {
+                self.apply_pending_metadata(Duration::ZERO);
+                Ok(())
+            }
         }
     }
 
@@ -774,6 +855,10 @@ impl Namespace {
                 inode.metadata,
             )
         };
+        // A finished upload still attached to its inode (closed, not yet released) takes
+        // no more metadata: the change goes the way of any finished object's. Checked
+        // outside the table lock: the writer may be waiting for memory.
+        let active = active.filter(|a| !a.writer().is_completed());
         let type_bits = match kind {
             Kind::Directory => S_IFDIR,
             Kind::File => S_IFREG,
@@ -792,7 +877,8 @@ impl Namespace {
             || changes.gid.is_some()
             || changes.mtime.is_some();
 
-        if let Some(active) = active.filter(|a| !a.writer().is_completed()) {
+        let writing = active.is_some();
+        if let Some(active) = active {
             let mut writer = active.writer();
             if let Some(size) = changes.size {
                 writer.truncate(size).map_err(|e| {
@@ -826,15 +912,15 @@ impl Namespace {
                     return Err(libc::EOPNOTSUPP);
                 }
             }
-            if metadata_changed {
-                let key = self.object_key(&path);
-                self.client
-                    .copy_object(&key, &key, Some(&Self::headers_for(&metadata, None)))
-                    .map_err(|e| log_s3(&e))?;
-            }
         }
         let mut table = self.table();
         let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
+        if metadata_changed && kind != Kind::Directory && !writing {
+            // Held briefly: rsync's chmod + utimes + rename then cost one copy, not three.
+            inode
+                .pending_metadata_since
+                .get_or_insert_with(Instant::now);
+        }
         inode.metadata = metadata;
         inode.metadata_loaded = true;
         if let Some(size) = changes.size
@@ -932,7 +1018,11 @@ impl Namespace {
         self.client
             .delete_object(&self.object_key(&path))
             .map_err(|e| log_s3(&e))?;
-        self.table().unlink(parent, &name);
+        let mut table = self.table();
+        if let Some(inode) = table.get_mut(attributes.ino) {
+            inode.pending_metadata_since = None;
+        }
+        table.unlink(parent, &name);
         Ok(())
     }
 
@@ -1032,10 +1122,11 @@ impl Namespace {
     fn rename_file(&self, ino: u64, source_path: &str, target_path: &str) -> FsResult<()> {
         let source_key = self.object_key(source_path);
         let target_key = self.object_key(target_path);
-        let (active, metadata) = {
-            let table = self.table();
-            let inode = table.get(ino).ok_or(libc::ENOENT)?;
-            (inode.active_write.clone(), inode.metadata)
+        let (active, metadata, pending) = {
+            let mut table = self.table();
+            let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
+            let pending = inode.pending_metadata_since.take().is_some();
+            (inode.active_write.clone(), inode.metadata, pending)
         };
         if let Some(active) = active {
             let mut writer = active.writer();
@@ -1050,13 +1141,18 @@ impl Namespace {
                 writer.commit().map_err(|_| libc::EIO)?;
             }
         }
-        self.client
-            .copy_object(
-                &source_key,
-                &target_key,
-                Some(&Self::headers_for(&metadata, None)),
-            )
-            .map_err(|e| log_s3(&e))?;
+        // Pending attribute changes ride along with the copy; otherwise the object's own
+        // metadata (including keys other tools wrote) is copied as it is.
+        let replaced = pending.then(|| Self::headers_for(&metadata, None));
+        if let Err(error) = self
+            .client
+            .copy_object(&source_key, &target_key, replaced.as_ref())
+        {
+            if pending && let Some(inode) = self.table().get_mut(ino) {
+                inode.pending_metadata_since = Some(Instant::now());
+            }
+            return Err(log_s3(&error));
+        }
         self.client
             .delete_object(&source_key)
             .map_err(|e| log_s3(&e))?;
@@ -1102,8 +1198,63 @@ impl Namespace {
         Ok(())
     }
 
+    /// Starts the thread that sends held attribute changes once they are
+    /// [`PENDING_METADATA_DELAY`] old; it ends with the namespace.
+    pub fn start_metadata_flusher(namespace: &Arc<Namespace>) -> std::io::Result<()> {
+        let weak = Arc::downgrade(namespace);
+        std::thread::Builder::new()
+            .name("metadata-flush".to_owned())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(PENDING_METADATA_DELAY / 4);
+                    match weak.upgrade() {
+                        Some(namespace) => namespace.apply_pending_metadata(PENDING_METADATA_DELAY),
+                        None => return,
+                    }
+                }
+            })
+            .map(|_| ())
+    }
+
+    /// Sends attribute changes held for at least `min_age` (CopyObject onto itself).
+    pub fn apply_pending_metadata(&self, min_age: Duration) {
+        let now = Instant::now();
+        let due: Vec<(u64, String, PosixMetadata)> = {
+            let mut table = self.table();
+            table
+                .inodes_mut()
+                .filter_map(|(ino, inode)| {
+                    let since = inode.pending_metadata_since?;
+                    if now.duration_since(since) < min_age {
+                        return None;
+                    }
+                    inode.pending_metadata_since = None;
+                    Some((*ino, inode.path.clone(), inode.metadata))
+                })
+                .collect()
+        };
+        for (ino, path, metadata) in due {
+            let key = self.object_key(&path);
+            match self
+                .client
+                .copy_object(&key, &key, Some(&Self::headers_for(&metadata, None)))
+            {
+                Ok(()) => debug!("applied attribute changes of {path:?}"),
+                // Renamed or deleted in the meantime: nothing left to change.
+                Err(e) if e.kind == crate::s3::S3ErrorKind::NotFound => {}
+                Err(e) => {
+                    warn!("attribute change of {path:?} not applied yet: {e}");
+                    if let Some(inode) = self.table().get_mut(ino) {
+                        inode.pending_metadata_since.get_or_insert(now);
+                    }
+                }
+            }
+        }
+    }
+
     /// Aborts every upload still open (unmount, SIGTERM): nothing half-written appears.
     pub fn abort_all(&self) {
+        self.apply_pending_metadata(Duration::ZERO);
         let active = self.table().active_writes();
         for write in active {
             let mut writer = write.writer();

@@ -1,0 +1,418 @@
+//! The namespace through a real mount on Garage: browsing, reading, rename, delete,
+//! POSIX metadata compatible with s3fs-fuse and rclone, and rsync backup jobs whose
+//! second run sends nothing.
+
+mod common;
+
+use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Mount, S3Server, random_bytes, sh};
+
+fn writes(counts: &HashMap<String, u64>) -> u64 {
+    [
+        "PutObject",
+        "UploadPart",
+        "CopyObject",
+        "CreateMultipartUpload",
+        "CompleteMultipartUpload",
+        "DeleteObject",
+    ]
+    .iter()
+    .map(|op| counts.get(*op).copied().unwrap_or(0))
+    .sum()
+}
+
+fn make_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("docs/empty")).expect("mkdir");
+    std::fs::create_dir_all(root.join("media")).expect("mkdir");
+    std::fs::write(root.join("docs/readme.txt"), b"read me\n").expect("write");
+    std::fs::write(root.join("docs/secret.txt"), b"hush").expect("write");
+    std::fs::set_permissions(
+        root.join("docs/secret.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    std::fs::write(root.join("media/big.bin"), random_bytes(9 << 20, 1)).expect("write");
+    std::fs::write(root.join("media/empty.bin"), b"").expect("write");
+    std::fs::write(root.join("run.sh"), b"#!/bin/sh\necho hi\n").expect("write");
+    std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    std::os::unix::fs::symlink("docs/readme.txt", root.join("link")).expect("symlink");
+    let status = sh(&format!(
+        "touch -h -d '2021-03-04 05:06:07' {0}/docs/readme.txt {0}/media/big.bin {0}/link {0}/docs",
+        root.display()
+    ));
+    assert!(status.status.success());
+}
+
+#[test]
+fn rsync_a_backs_up_a_tree_and_a_second_run_sends_nothing() {
+    let server = S3Server::garage();
+    let mount = Mount::new(&server, &[]);
+    let source = tempfile::tempdir().expect("tempdir");
+    make_tree(source.path());
+    let target = mount.join("backup");
+    let first = sh(&format!(
+        "rsync -a {}/ {}/",
+        source.path().display(),
+        target.display()
+    ));
+    assert!(first.status.success(), "first rsync: {first:?}");
+
+    let diff = sh(&format!(
+        "diff -r {} {}",
+        source.path().display(),
+        target.display()
+    ));
+    assert!(diff.status.success(), "diff -r: {diff:?}");
+    for relative in [
+        "docs/readme.txt",
+        "docs/secret.txt",
+        "media/big.bin",
+        "run.sh",
+        "docs",
+    ] {
+        let expected = std::fs::metadata(source.path().join(relative)).expect("stat source");
+        let actual = std::fs::metadata(target.join(relative)).expect("stat mount");
+        assert_eq!(actual.mode(), expected.mode(), "{relative}: mode");
+        assert_eq!(actual.mtime(), expected.mtime(), "{relative}: mtime");
+    }
+    assert_eq!(
+        std::fs::read_link(target.join("link")).expect("readlink"),
+        Path::new("docs/readme.txt")
+    );
+    assert!(target.join("docs/empty").is_dir(), "empty directory kept");
+
+    // Objects carry the metadata, in s3fs's form.
+    let client = server.client();
+    let head = client.head("backup/docs/secret.txt").expect("object");
+    assert_eq!(head.metadata.get("mode").map(String::as_str), Some("33152"));
+    let link = client.head("backup/link").expect("symlink object");
+    assert_eq!(link.metadata.get("mode").map(String::as_str), Some("41471"));
+    assert_eq!(
+        client.get("backup/link").as_deref(),
+        Some(&b"docs/readme.txt"[..])
+    );
+    assert!(
+        client.exists("backup/docs/empty/"),
+        "marker for the empty directory"
+    );
+
+    std::thread::sleep(Duration::from_secs(2));
+    let before = server.s3_request_counts();
+    let second = sh(&format!(
+        "rsync -a --stats {}/ {}/",
+        source.path().display(),
+        target.display()
+    ));
+    assert!(second.status.success(), "second rsync: {second:?}");
+    let stats = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        stats.contains("Number of regular files transferred: 0"),
+        "second run re-sent files:\n{stats}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let after = server.s3_request_counts();
+    assert_eq!(
+        writes(&after),
+        writes(&before),
+        "second run changed objects"
+    );
+}
+
+#[test]
+fn rsync_of_a_new_file_costs_one_put_one_copy_and_one_delete() {
+    let server = S3Server::garage();
+    let mount = Mount::new(&server, &[]);
+    let source = tempfile::tempdir().expect("tempdir");
+    for index in 0..10 {
+        std::fs::write(
+            source.path().join(format!("f{index}")),
+            random_bytes(16 << 10, index),
+        )
+        .expect("write");
+    }
+    std::fs::create_dir(mount.join("dst")).expect("mkdir");
+    let before = server.s3_request_counts();
+    let run = sh(&format!(
+        "rsync -a {}/ {}/",
+        source.path().display(),
+        mount.join("dst").display()
+    ));
+    assert!(run.status.success(), "rsync: {run:?}");
+    std::thread::sleep(Duration::from_secs(3));
+    let after = server.s3_request_counts();
+    let delta =
+        |op: &str| after.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0);
+    let puts = delta("PutObject");
+    assert!(
+        (10..=11).contains(&puts),
+        "one PutObject per file (+ at most the directory's attributes), got {puts}"
+    );
+    assert_eq!(
+        delta("CopyObject"),
+        10,
+        "chmod + utimes folded into the rename's copy"
+    );
+    assert_eq!(delta("DeleteObject"), 10);
+}
+
+#[test]
+fn ls_find_du_cat_and_cmp_work_and_large_directories_list_completely() {
+    let server = S3Server::garage();
+    let client = server.client();
+    for index in 0..2500 {
+        client.put(
+            &format!("many/item-{index:05}"),
+            format!("{index}").into_bytes(),
+        );
+    }
+    client.put("top.txt", b"top".to_vec());
+    let mount = Mount::new(&server, &[]);
+    let listing = sh(&format!("ls {} | wc -l", mount.join("many").display()));
+    assert_eq!(String::from_utf8_lossy(&listing.stdout).trim(), "2500");
+    let found = sh(&format!("find {} -type f | wc -l", mount.path().display()));
+    assert_eq!(String::from_utf8_lossy(&found.stdout).trim(), "2501");
+    let long = sh(&format!("ls -l {}", mount.path().display()));
+    assert!(long.status.success() && String::from_utf8_lossy(&long.stdout).contains("top.txt"));
+    let du = sh(&format!("du -s {}", mount.path().display()));
+    assert!(du.status.success(), "du: {du:?}");
+    assert_eq!(
+        std::fs::read_to_string(mount.join("many/item-01234")).expect("cat"),
+        "1234"
+    );
+    let df = sh(&format!("df {}", mount.path().display()));
+    assert!(df.status.success(), "df: {df:?}");
+}
+
+#[test]
+fn directories_markers_rmdir_and_shadowed_files() {
+    let server = S3Server::garage();
+    let client = server.client();
+    client.put("both", b"file".to_vec());
+    client.put("both/inner", b"x".to_vec());
+    {
+        let mount = Mount::new(&server, &[]);
+        std::fs::create_dir(mount.join("kept")).expect("mkdir");
+        std::fs::create_dir(mount.join("full")).expect("mkdir");
+        std::fs::write(mount.join("full/f"), b"x").expect("write");
+        let error = std::fs::remove_dir(mount.join("full")).expect_err("rmdir of a full directory");
+        assert_eq!(error.raw_os_error(), Some(libc::ENOTEMPTY));
+        assert!(
+            mount.join("both").is_dir(),
+            "a directory wins over a file of the same name"
+        );
+        std::fs::create_dir(mount.join("gone")).expect("mkdir");
+        std::fs::remove_dir(mount.join("gone")).expect("rmdir");
+        assert!(!client.exists("gone/"));
+    }
+    let mount = Mount::new(&server, &[]);
+    assert!(
+        mount.join("kept").is_dir(),
+        "an empty directory survives a remount"
+    );
+    assert!(!mount.join("gone").exists());
+}
+
+#[test]
+fn metadata_written_by_s3fs_and_rclone_is_read_and_ours_is_in_their_form() {
+    let server = S3Server::garage();
+    let client = server.client();
+    client.put_with_metadata(
+        "s3fs-file",
+        b"x".to_vec(),
+        &[
+            ("mode", "33152"),
+            ("uid", "1234"),
+            ("gid", "5678"),
+            ("mtime", "1600000000"),
+        ],
+    );
+    client.put_with_metadata("rclone-file", b"y".to_vec(), &[("mtime", "1600000000.5")]);
+    client.put("plain", b"z".to_vec());
+    let mount = Mount::new(&server, &["--file-mode", "0640"]);
+    let s3fs = std::fs::metadata(mount.join("s3fs-file")).expect("stat");
+    assert_eq!(s3fs.mode(), 0o100600);
+    assert_eq!((s3fs.uid(), s3fs.gid()), (1234, 5678));
+    assert_eq!(s3fs.mtime(), 1_600_000_000);
+    let rclone = std::fs::metadata(mount.join("rclone-file")).expect("stat");
+    assert_eq!(
+        (rclone.mtime(), rclone.mtime_nsec()),
+        (1_600_000_000, 500_000_000)
+    );
+    assert_eq!(
+        std::fs::metadata(mount.join("plain")).expect("stat").mode(),
+        0o100640
+    );
+
+    std::fs::write(mount.join("ours"), b"ours").expect("write");
+    let mtime = UNIX_EPOCH + Duration::new(1_500_000_000, 123_456_789);
+    std::fs::File::options()
+        .write(true)
+        .open(mount.join("ours"))
+        .and_then(|f| f.set_modified(mtime))
+        .expect_err("re-opening a finished object for writing without O_TRUNC is refused");
+    let status = sh(&format!(
+        "chmod 0604 {0} && touch -m -d @1500000000.123456789 {0}",
+        mount.join("ours").display()
+    ));
+    assert!(status.status.success(), "{status:?}");
+    let local = std::fs::metadata(mount.join("ours")).expect("stat");
+    assert_eq!(
+        local.mode(),
+        0o100604,
+        "pending changes are visible at once"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let head = client.head("ours").expect("object");
+        if head.metadata.get("mtime").map(String::as_str) == Some("1500000000.123456789") {
+            assert_eq!(head.metadata.get("mode").map(String::as_str), Some("33156"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "attribute change never reached S3: {:?}",
+            head.metadata
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = SystemTime::now();
+}
+
+fn rename_with_flags(from: &Path, to: &Path, flags: u32) -> std::process::Output {
+    sh(&format!(
+        "python3 -c 'import ctypes,os,sys; libc=ctypes.CDLL(None,use_errno=True); \
+         r=libc.renameat2(-100,b\"{}\",-100,b\"{}\",{flags}); \
+         sys.exit(ctypes.get_errno() if r else 0)'",
+        from.display(),
+        to.display()
+    ))
+}
+
+#[test]
+fn rename_moves_files_and_directories_and_honours_its_flags() {
+    let server = S3Server::garage();
+    let mount = Mount::new(&server, &[]);
+    let client = server.client();
+    std::fs::write(mount.join("a"), b"first").expect("write");
+    std::fs::write(mount.join("b"), b"second").expect("write");
+    std::fs::rename(mount.join("a"), mount.join("b")).expect("rename over an existing file");
+    assert_eq!(std::fs::read(mount.join("b")).expect("read"), b"first");
+    assert!(!mount.join("a").exists());
+    assert_eq!(client.list(""), vec!["b".to_owned()]);
+
+    std::fs::create_dir_all(mount.join("dir/sub")).expect("mkdir");
+    std::fs::write(mount.join("dir/sub/f"), b"deep").expect("write");
+    std::fs::write(mount.join("dir/g"), b"shallow").expect("write");
+    std::fs::rename(mount.join("dir"), mount.join("moved")).expect("rename directory");
+    assert_eq!(
+        std::fs::read(mount.join("moved/sub/f")).expect("read"),
+        b"deep"
+    );
+    assert!(!mount.join("dir").exists());
+    assert!(client.list("dir/").is_empty(), "originals deleted");
+    assert!(client.exists("moved/g"));
+
+    std::fs::write(mount.join("c"), b"c").expect("write");
+    const RENAME_NOREPLACE: u32 = 1;
+    const RENAME_EXCHANGE: u32 = 2;
+    let noreplace = rename_with_flags(&mount.join("c"), &mount.join("b"), RENAME_NOREPLACE);
+    assert_eq!(noreplace.status.code(), Some(libc::EEXIST));
+    let exchange = rename_with_flags(&mount.join("c"), &mount.join("b"), RENAME_EXCHANGE);
+    assert_eq!(exchange.status.code(), Some(libc::EINVAL));
+    assert_eq!(std::fs::read(mount.join("b")).expect("read"), b"first");
+}
+
+#[test]
+fn unlink_symlink_hard_link_truncate_and_odd_names() {
+    let server = S3Server::garage();
+    let mount = Mount::new(&server, &[]);
+    let client = server.client();
+    std::fs::write(mount.join("victim"), b"bye").expect("write");
+    std::fs::remove_file(mount.join("victim")).expect("unlink");
+    assert!(!client.exists("victim"));
+
+    let error = std::fs::hard_link(mount.join("nothing"), mount.join("hard"))
+        .expect_err("hard links are refused");
+    assert!(matches!(
+        error.raw_os_error(),
+        Some(libc::EPERM) | Some(libc::ENOENT)
+    ));
+    std::fs::write(mount.join("target"), b"t").expect("write");
+    let error = std::fs::hard_link(mount.join("target"), mount.join("hard")).expect_err("link");
+    assert_eq!(error.raw_os_error(), Some(libc::EPERM));
+
+    std::fs::write(mount.join("shrink"), b"0123456789").expect("write");
+    let file = std::fs::File::options()
+        .write(true)
+        .open(mount.join("shrink"));
+    assert!(file.is_err(), "in-place rewrite of an object is refused");
+    std::fs::File::options()
+        .write(true)
+        .truncate(true)
+        .open(mount.join("shrink"))
+        .expect("O_TRUNC open");
+    assert_eq!(client.get("shrink").as_deref(), Some(&b""[..]));
+    std::fs::write(mount.join("partial"), b"0123456789").expect("write");
+    let truncate = sh(&format!(
+        "truncate -s 5 {}",
+        mount.join("partial").display()
+    ));
+    assert!(
+        !truncate.status.success(),
+        "truncating a finished object to 5 bytes is refused"
+    );
+
+    let names = [
+        "with space",
+        "ünïcödé",
+        "per%cent",
+        "plus+sign",
+        "hash#tag",
+        "what?",
+        "new\nline",
+    ];
+    for name in names {
+        std::fs::write(mount.join(name), name.as_bytes()).expect("write odd name");
+    }
+    for name in names {
+        assert_eq!(
+            client.get(name).as_deref(),
+            Some(name.as_bytes()),
+            "{name:?}"
+        );
+        assert!(mount.join(name).exists(), "{name:?} listed back");
+    }
+
+    drop(mount);
+    // Garage (LMDB) cannot store keys much over 500 bytes, so the limit is reached
+    // through a long mount prefix instead of long objects.
+    let long_prefix = format!("{}/", "p".repeat(800));
+    let mount = Mount::with_prefix(&server, &long_prefix, &[]);
+    let error = std::fs::write(mount.join("x".repeat(230)), b"x").expect_err("key over 1024 bytes");
+    assert_eq!(error.raw_os_error(), Some(libc::ENAMETOOLONG));
+}
+
+#[test]
+fn a_file_written_by_another_client_is_read_with_readahead_and_random_access() {
+    let server = S3Server::garage();
+    let data = random_bytes(40 << 20, 77);
+    server.client().put("remote.bin", data.clone());
+    let mount = Mount::new(&server, &[]);
+    assert!(std::fs::read(mount.join("remote.bin")).expect("read") == data);
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(mount.join("remote.bin")).expect("open");
+    for offset in [30 << 20, 123, 17 << 20] {
+        let mut buffer = vec![0u8; 4096];
+        file.seek(SeekFrom::Start(offset as u64)).expect("seek");
+        file.read_exact(&mut buffer).expect("read");
+        assert!(
+            buffer == data[offset..offset + 4096],
+            "random read at {offset}"
+        );
+    }
+}
