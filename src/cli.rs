@@ -14,11 +14,16 @@ pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
 pub const DEFAULT_MAX_MEMORY: u64 = 2 << 30;
 /// Part uploads in flight across the mount (see README: measured on Garage, 2 cores).
 pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
+/// Orphan sweep at mount: a week. No live writer keeps one upload open that long (5 TiB
+/// at 50 MiB/s takes 29 hours), so sweeping cannot hurt another mount's upload in flight.
+pub const DEFAULT_SWEEP_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 #[derive(Parser, Debug)]
 #[command(
     name = "s3upfs",
     version,
+    // A later option wins, as in fstab and `mount -o`.
+    args_override_self = true,
     about = "Mount an S3 bucket; files upload while they are being written"
 )]
 struct Cli {
@@ -30,16 +35,15 @@ struct Cli {
 enum Command {
     /// Mount s3://BUCKET[/PREFIX/] (or --local DIR) on MOUNTPOINT.
     Mount(MountArgs),
+    /// List and abort multipart uploads orphaned under s3://BUCKET[/PREFIX/] (e.g. by a killed daemon).
+    Cleanup(CleanupArgs),
+    /// Install a bucket lifecycle rule that makes S3 abort incomplete multipart uploads itself.
+    Lifecycle(LifecycleArgs),
 }
 
-#[derive(Args, Debug, Default)]
-struct MountArgs {
-    /// s3://BUCKET[/PREFIX/] then MOUNTPOINT; with --local only MOUNTPOINT.
-    #[arg(value_name = "SOURCE MOUNTPOINT", num_args = 1..=2, required = true)]
-    positional: Vec<String>,
-    /// Serve DIR with the embedded S3 server and mount its bucket (try s3upfs without an account).
-    #[arg(long, value_name = "DIR")]
-    local: Option<PathBuf>,
+/// Where the bucket is and how to sign in; shared by every subcommand.
+#[derive(Args, Debug, Default, Clone)]
+struct ConnectionArgs {
     /// S3 endpoint, e.g. http://127.0.0.1:3900 for Garage or MinIO.
     #[arg(long, value_name = "URL")]
     endpoint_url: Option<String>,
@@ -51,6 +55,61 @@ struct MountArgs {
     /// Address the bucket as ENDPOINT/BUCKET instead of BUCKET.ENDPOINT.
     #[arg(long)]
     force_path_style: bool,
+}
+
+impl ConnectionArgs {
+    fn connection(&self, bucket: &str) -> crate::s3::Connection {
+        crate::s3::Connection {
+            bucket: bucket.to_owned(),
+            endpoint: self.endpoint_url.clone(),
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            path_style: self.force_path_style,
+            credentials: None,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct CleanupArgs {
+    /// s3://BUCKET[/PREFIX/]
+    #[arg(value_name = "SOURCE")]
+    source: String,
+    /// Only uploads started at least this long ago (e.g. 90m, 24h, 7d).
+    #[arg(long, value_name = "AGE", default_value = "24h")]
+    older_than: String,
+    /// List what would be aborted, abort nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    connection: ConnectionArgs,
+}
+
+#[derive(Args, Debug)]
+struct LifecycleArgs {
+    /// s3://BUCKET
+    #[arg(value_name = "SOURCE")]
+    source: String,
+    /// Abort multipart uploads this long after they started (whole days, e.g. 7d).
+    #[arg(long, value_name = "AGE")]
+    abort_incomplete_after: String,
+    #[command(flatten)]
+    connection: ConnectionArgs,
+}
+
+#[derive(Args, Debug, Default)]
+struct MountArgs {
+    /// s3://BUCKET[/PREFIX/] then MOUNTPOINT; with --local only MOUNTPOINT.
+    #[arg(value_name = "SOURCE MOUNTPOINT", num_args = 1..=2, required = true)]
+    positional: Vec<String>,
+    /// Serve DIR with the embedded S3 server and mount its bucket (try s3upfs without an account).
+    #[arg(long, value_name = "DIR")]
+    local: Option<PathBuf>,
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    /// At mount, abort multipart uploads under the prefix older than this ("off" to keep them).
+    #[arg(long, value_name = "AGE")]
+    sweep_orphans_older_than: Option<String>,
     /// Stay in the foreground (logs to stderr; SIGINT/SIGTERM unmount).
     #[arg(long, short = 'f')]
     foreground: bool,
@@ -111,6 +170,8 @@ pub struct MountConfig {
     pub max_concurrency: usize,
     pub max_memory: u64,
     pub log_level: log::LevelFilter,
+    /// Multipart uploads under the prefix older than this are aborted at mount.
+    pub sweep_orphans_after: Option<std::time::Duration>,
 }
 
 impl MountConfig {
@@ -171,9 +232,20 @@ fn apply_options(args: &mut MountArgs) -> Result<(), String> {
             value.ok_or_else(|| format!("option -o {name} needs a value ({name}=...)"))
         };
         match name.as_str() {
-            "endpoint_url" => args.endpoint_url = args.endpoint_url.take().or(Some(need(value)?)),
-            "region" => args.region = args.region.take().or(Some(need(value)?)),
-            "profile" => args.profile = args.profile.take().or(Some(need(value)?)),
+            "endpoint_url" => {
+                args.connection.endpoint_url =
+                    args.connection.endpoint_url.take().or(Some(need(value)?))
+            }
+            "region" => {
+                args.connection.region = args.connection.region.take().or(Some(need(value)?))
+            }
+            "profile" => {
+                args.connection.profile = args.connection.profile.take().or(Some(need(value)?))
+            }
+            "sweep_orphans_older_than" => {
+                args.sweep_orphans_older_than =
+                    args.sweep_orphans_older_than.take().or(Some(need(value)?))
+            }
             "uid" => {
                 let text = need(value)?;
                 let uid = text.parse().map_err(|_| format!("invalid uid '{text}'"))?;
@@ -197,7 +269,7 @@ fn apply_options(args: &mut MountArgs) -> Result<(), String> {
             }
             "log_level" => args.log_level = args.log_level.take().or(Some(need(value)?)),
             "local" => args.local = args.local.take().or(Some(PathBuf::from(need(value)?))),
-            "force_path_style" => args.force_path_style = true,
+            "force_path_style" => args.connection.force_path_style = true,
             "foreground" => args.foreground = true,
             "allow_other" => args.allow_other = true,
             "read_only" | "ro" => args.read_only = true,
@@ -256,15 +328,24 @@ fn resolve(mut args: MountArgs) -> Result<MountConfig, String> {
             format!("invalid --log-level '{level}': use error, warn, info, debug or trace")
         })?,
     };
+    let sweep_orphans_after = match args.sweep_orphans_older_than.as_deref() {
+        Some("off" | "0") => None,
+        Some(text) => Some(
+            crate::size::parse_duration(text)
+                .map_err(|e| format!("--sweep-orphans-older-than: {e}"))?,
+        ),
+        None => Some(DEFAULT_SWEEP_AGE),
+    };
     // SAFETY: getuid/getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     Ok(MountConfig {
         source,
         mountpoint: PathBuf::from(mountpoint),
-        endpoint_url: args.endpoint_url,
-        region: args.region,
-        profile: args.profile,
-        force_path_style: args.force_path_style,
+        endpoint_url: args.connection.endpoint_url,
+        region: args.connection.region,
+        profile: args.connection.profile,
+        force_path_style: args.connection.force_path_style,
+        sweep_orphans_after,
         foreground: args.foreground,
         allow_other: args.allow_other,
         read_only: args.read_only,
@@ -305,6 +386,8 @@ pub fn main() -> i32 {
         }
     };
     match cli.command {
+        Command::Cleanup(args) => report(run_cleanup(&args)),
+        Command::Lifecycle(args) => report(run_lifecycle(&args)),
         Command::Mount(args) => match resolve(args) {
             Ok(config) => match crate::daemon::run(config) {
                 Ok(()) => 0,
@@ -319,6 +402,74 @@ pub fn main() -> i32 {
             }
         },
     }
+}
+
+fn report(result: Result<(), String>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(message) => {
+            eprintln!("s3upfs: {message}");
+            1
+        }
+    }
+}
+
+/// A client for an admin subcommand, with the bucket proven usable.
+fn admin_client(
+    source: &str,
+    connection: &ConnectionArgs,
+) -> Result<
+    (
+        tokio::runtime::Runtime,
+        std::sync::Arc<crate::s3::S3Client>,
+        String,
+    ),
+    String,
+> {
+    let (bucket, prefix) = parse_s3_url(source)?;
+    // Multi-threaded: the client blocks on the runtime's handle, which only drives I/O
+    // on a runtime with worker threads of its own.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+    let client = crate::s3::connect(runtime.handle(), &connection.connection(&bucket))?;
+    client.check_bucket(&prefix)?;
+    Ok((runtime, client, prefix))
+}
+
+fn run_cleanup(args: &CleanupArgs) -> Result<(), String> {
+    let older_than =
+        crate::size::parse_duration(&args.older_than).map_err(|e| format!("--older-than: {e}"))?;
+    let (_runtime, client, prefix) = admin_client(&args.source, &args.connection)?;
+    let found = crate::admin::abort_orphans(&client, &prefix, older_than, args.dry_run)
+        .map_err(|e| format!("cleanup failed: {e}"))?;
+    for upload in &found {
+        println!("{}", crate::admin::describe(upload));
+    }
+    let verb = if args.dry_run {
+        "would abort"
+    } else {
+        "aborted"
+    };
+    println!("{verb} {} multipart upload(s)", found.len());
+    Ok(())
+}
+
+fn run_lifecycle(args: &LifecycleArgs) -> Result<(), String> {
+    let age = crate::size::parse_duration(&args.abort_incomplete_after)
+        .map_err(|e| format!("--abort-incomplete-after: {e}"))?;
+    let days = age.as_secs().div_ceil(86_400).max(1);
+    let (_runtime, client, _) = admin_client(&args.source, &args.connection)?;
+    client
+        .put_abort_incomplete_rule("s3upfs-abort-incomplete-multipart-uploads", days as i32)
+        .map_err(|e| format!("installing the lifecycle rule failed: {e}"))?;
+    println!(
+        "bucket {}: incomplete multipart uploads are now aborted {days} day(s) after they start",
+        client.bucket()
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -345,7 +496,7 @@ mod tests {
     #[test]
     fn fstab_options_fill_in_what_flags_did_not_set() {
         let mut given = args(&["s3://b", "/mnt"]);
-        given.region = Some("flag-wins".into());
+        given.connection.region = Some("flag-wins".into());
         given.options = vec![
             "endpoint_url=http://127.0.0.1:9000,region=opt,allow_other".into(),
             "part_size=16MiB,rw,_netdev".into(),

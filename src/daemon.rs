@@ -9,23 +9,18 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation};
+use aws_sdk_s3::config::Credentials;
 use log::{info, warn};
 
 use crate::cli::{MountConfig, Source};
 use crate::fs::{Namespace, NamespaceConfig};
 use crate::fuse::FuseAdapter;
 use crate::local_server::LocalServer;
-use crate::s3::{S3Client, S3ErrorKind};
+use crate::s3::{Connection, S3Client, connect};
 use crate::upload::UploadContext;
 
 /// Set in the environment of the detached child: it reports readiness on stdout.
 const DAEMON_CHILD_ENV: &str = "S3UPFS_DAEMON_CHILD";
-/// Attempts per S3 request (the first try included); backoff is exponential with jitter.
-pub const MAX_ATTEMPTS: u32 = 6;
 const FUSE_THREADS: usize = 8;
 const ATTR_TTL: Duration = Duration::from_secs(1);
 
@@ -192,15 +187,16 @@ pub fn run(config: MountConfig) -> Result<(), String> {
         return detach_and_wait();
     }
     let mut session = None;
-    let prepared = prepare(&config).and_then(|(runtime, local, adapter, label)| {
+    let prepared = prepare(&config).and_then(|(runtime, local, namespace, label)| {
+        let adapter = FuseAdapter::new(Arc::clone(&namespace));
         mount(&config, adapter, &label).map(|mounted| {
             session = Some(mounted);
-            (runtime, local)
+            (runtime, local, namespace)
         })
     });
     let is_daemon_child = std::env::var_os(DAEMON_CHILD_ENV).is_some();
     report_to_parent(&prepared.as_ref().map(|_| ()).map_err(Clone::clone));
-    let (runtime, local) = match prepared {
+    let (runtime, local, namespace) = match prepared {
         Ok(parts) => parts,
         // The parent prints the reason; printing it here too would say it twice.
         Err(_) if is_daemon_child => std::process::exit(1),
@@ -212,7 +208,7 @@ pub fn run(config: MountConfig) -> Result<(), String> {
     info!("mounted on {}", config.mountpoint.display());
     let mountpoint = config.mountpoint.clone();
     runtime.spawn(async move {
-        unmount_on_signal(mountpoint).await;
+        unmount_on_signal(mountpoint, namespace).await;
     });
     let result = session
         .run()
@@ -223,7 +219,29 @@ pub fn run(config: MountConfig) -> Result<(), String> {
     result
 }
 
-async fn unmount_on_signal(mountpoint: PathBuf) {
+/// The kernel's id of the FUSE connection serving `mountpoint` (its device minor), read
+/// from /proc/self/mountinfo: a stat of the mountpoint would be a request to ourselves.
+fn fuse_connection_of(mountpoint: &Path) -> Option<u32> {
+    // Resolve the parent only: resolving the mountpoint itself would stat the mount.
+    let parent = match mountpoint.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let target = std::fs::canonicalize(parent)
+        .ok()?
+        .join(mountpoint.file_name()?);
+    let target = target.to_str()?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo
+        .lines()
+        .rev()
+        .filter(|line| line.split(' ').nth(4) == Some(target))
+        .find_map(|line| line.split(' ').nth(2)?.split(':').nth(1)?.parse().ok())
+}
+
+/// SIGINT/SIGTERM: abort unfinished uploads (their writers get EIO), detach the mount,
+/// and if open files keep the connection alive, abort the connection so the daemon ends.
+async fn unmount_on_signal(mountpoint: PathBuf, namespace: Arc<Namespace>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut interrupt), Ok(mut terminate)) = (
         signal(SignalKind::interrupt()),
@@ -236,15 +254,49 @@ async fn unmount_on_signal(mountpoint: PathBuf) {
         _ = interrupt.recv() => info!("SIGINT: unmounting"),
         _ = terminate.recv() => info!("SIGTERM: unmounting"),
     }
+    let connection = fuse_connection_of(&mountpoint);
+    let aborting = tokio::task::spawn_blocking(move || namespace.abort_all());
+    let _ = aborting.await;
     if let Err(e) = detach(&mountpoint) {
         warn!("unmounting {} failed: {e}", mountpoint.display());
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    if let Some(connection) = connection {
+        let abort = format!("/sys/fs/fuse/connections/{connection}/abort");
+        if !Path::new(&abort).exists() {
+            mount_fusectl();
+        }
+        if std::fs::write(&abort, "1").is_ok() {
+            warn!("files were still open 5 s after unmounting; aborted the FUSE connection");
+        }
+    }
+}
+
+/// Mounts the FUSE control filesystem where systemd would have (root only; harmless
+/// when it is already there): it is how a connection held open by a process is ended.
+fn mount_fusectl() {
+    let (Ok(source), Ok(target)) = (
+        std::ffi::CString::new("fusectl"),
+        std::ffi::CString::new("/sys/fs/fuse/connections"),
+    ) else {
+        return;
+    };
+    // SAFETY: all pointers are valid NUL-terminated strings or null for no data.
+    unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            source.as_ptr(),
+            0,
+            std::ptr::null(),
+        );
     }
 }
 
 type Prepared = (
     tokio::runtime::Runtime,
     Option<LocalServer>,
-    FuseAdapter,
+    Arc<Namespace>,
     String,
 );
 
@@ -297,48 +349,19 @@ fn prepare(config: &MountConfig) -> Result<Prepared, String> {
         }
     };
 
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(region) = &region {
-        loader = loader.region(Region::new(region.clone()));
-    }
-    if let Some(profile) = &config.profile {
-        loader = loader.profile_name(profile);
-    }
-    if let Some(credentials) = credentials {
-        loader = loader.credentials_provider(credentials);
-    }
-    let sdk_config = runtime.block_on(loader.load());
-    let mut builder = aws_sdk_s3::config::Builder::from(&sdk_config)
-        .retry_config(
-            RetryConfig::standard()
-                .with_max_attempts(MAX_ATTEMPTS)
-                .with_initial_backoff(Duration::from_millis(200))
-                .with_max_backoff(Duration::from_secs(10)),
-        )
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build(),
-        )
-        // We send our own CRC32C with every upload; other requests need none.
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .force_path_style(path_style);
-    if let Some(endpoint) = &endpoint {
-        builder = builder.endpoint_url(endpoint);
-    }
-    if sdk_config.region().is_none() {
-        if endpoint.is_some() {
-            builder = builder.region(Region::new("us-east-1"));
-        } else {
-            return Err("no AWS region configured: pass --region (or set AWS_REGION)".to_owned());
-        }
-    }
-    let client = Arc::new(S3Client::new(
-        aws_sdk_s3::Client::from_conf(builder.build()),
-        runtime.handle().clone(),
-        bucket.clone(),
-    ));
-    probe_bucket(&client, &bucket, &prefix, endpoint.as_deref())?;
+    let client = connect(
+        runtime.handle(),
+        &Connection {
+            bucket: bucket.clone(),
+            endpoint,
+            region,
+            profile: config.profile.clone(),
+            path_style,
+            credentials,
+        },
+    )?;
+    client.check_bucket(&prefix)?;
+    sweep_orphans(&client, &prefix, config.sweep_orphans_after);
 
     let uploads = UploadContext::new(
         Arc::clone(&client),
@@ -362,29 +385,24 @@ fn prepare(config: &MountConfig) -> Result<Prepared, String> {
     Namespace::start_metadata_flusher(&namespace)
         .map_err(|e| format!("cannot start the metadata thread: {e}"))?;
     let label = format!("s3upfs:{bucket}/{prefix}");
-    Ok((runtime, local, FuseAdapter::new(namespace), label))
+    Ok((runtime, local, namespace, label))
 }
 
-fn probe_bucket(
-    client: &S3Client,
-    bucket: &str,
-    prefix: &str,
-    endpoint: Option<&str>,
-) -> Result<(), String> {
-    let at = endpoint.map(|e| format!(" at {e}")).unwrap_or_default();
-    client
-        .probe(prefix, Duration::from_secs(15))
-        .map_err(|e| match e.kind {
-            S3ErrorKind::NoSuchBucket => format!("bucket '{bucket}' does not exist{at}"),
-            S3ErrorKind::AccessDenied => format!(
-                "access to bucket '{bucket}'{at} denied: check the credentials ({})",
-                e.detail
-            ),
-            S3ErrorKind::Unreachable => {
-                format!("cannot reach the S3 endpoint{at}: {}", e.detail)
-            }
-            _ => format!("cannot use bucket '{bucket}'{at}: {}", e.detail),
-        })
+/// Aborts multipart uploads under the prefix older than `age`: what an earlier daemon
+/// left when it was killed. Only old ones: a younger upload may belong to a live writer.
+fn sweep_orphans(client: &S3Client, prefix: &str, age: Option<Duration>) {
+    let Some(age) = age else {
+        return;
+    };
+    match crate::admin::abort_orphans(client, prefix, age, false) {
+        Ok(aborted) if aborted.is_empty() => {}
+        Ok(aborted) => info!(
+            "aborted {} multipart upload(s) older than {} s left under the prefix",
+            aborted.len(),
+            age.as_secs()
+        ),
+        Err(e) => warn!("could not sweep orphaned multipart uploads: {e}"),
+    }
 }
 
 fn mount(

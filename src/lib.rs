@@ -11,9 +11,10 @@
 //! ```
 //!
 //! `cli` and `daemon` sit beside the stack: they parse the command line, prove the
-//! bucket usable and run the mount; `local_server` is the embedded S3 server behind
-//! `--local`.
+//! bucket usable and run the mount; `admin` holds the bucket housekeeping commands
+//! (cleanup, lifecycle); `local_server` is the embedded S3 server behind `--local`.
 
+pub mod admin;
 pub mod cli;
 pub mod daemon;
 pub mod fs;

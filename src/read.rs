@@ -3,6 +3,7 @@
 //! ranges for random access.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -16,6 +17,10 @@ pub struct ObjectReader {
     client: Arc<S3Client>,
     key: String,
     size: u64,
+    /// Bytes older than this are fetched again: another client may have changed or
+    /// deleted the object, and we never serve stale bytes past the metadata TTL.
+    ttl: Duration,
+    buffered_at: Instant,
     buffered_from: u64,
     buffered: Bytes,
     next_sequential: u64,
@@ -23,11 +28,13 @@ pub struct ObjectReader {
 }
 
 impl ObjectReader {
-    pub fn new(client: Arc<S3Client>, key: String, size: u64) -> Self {
+    pub fn new(client: Arc<S3Client>, key: String, size: u64, ttl: Duration) -> Self {
         Self {
             client,
             key,
             size,
+            ttl,
+            buffered_at: Instant::now(),
             buffered_from: 0,
             buffered: Bytes::new(),
             next_sequential: 0,
@@ -42,7 +49,8 @@ impl ObjectReader {
         let length = u64::from(length).min(self.size - offset);
         let end = offset + length;
         let buffered_end = self.buffered_from + self.buffered.len() as u64;
-        if offset >= self.buffered_from && end <= buffered_end {
+        let fresh = self.buffered_at.elapsed() < self.ttl;
+        if fresh && offset >= self.buffered_from && end <= buffered_end {
             self.next_sequential = end;
             let start = (offset - self.buffered_from) as usize;
             return Ok(self.buffered.slice(start..start + length as usize));
@@ -64,6 +72,7 @@ impl ObjectReader {
             ));
         }
         self.buffered_from = offset;
+        self.buffered_at = Instant::now();
         self.buffered = fetched;
         self.next_sequential = end;
         Ok(self.buffered.slice(0..length as usize))

@@ -1,4 +1,5 @@
-//! Human-readable byte sizes for the command line: `8MiB`, `1GiB`, `512k`, `5242880`.
+//! Human-readable sizes and durations for the command line: `8MiB`, `1GiB`, `512k`,
+//! `5242880`; `90s`, `30m`, `24h`, `7d`.
 
 /// Parses a size such as `8MiB`, `1GiB`, `512k`, `64M` or a plain byte count.
 ///
@@ -54,9 +55,46 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
+/// Parses `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration '{text}': expected e.g. 90s, 30m, 24h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => {
+            return Err(format!(
+                "invalid duration '{text}': unit must be s, m, h or d"
+            ));
+        }
+    };
+    number
+        .checked_mul(seconds)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("invalid duration '{text}': too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_seconds_minutes_hours_and_days() {
+        assert_eq!(parse_duration("90s").map(|d| d.as_secs()), Ok(90));
+        assert_eq!(parse_duration("24h").map(|d| d.as_secs()), Ok(86_400));
+        assert_eq!(parse_duration("7d").map(|d| d.as_secs()), Ok(604_800));
+        assert_eq!(parse_duration("5").map(|d| d.as_secs()), Ok(5));
+        assert!(parse_duration("1w").unwrap_err().contains("unit"));
+        assert!(parse_duration("h").unwrap_err().contains("expected"));
+    }
 
     #[test]
     fn accepts_binary_units_in_several_spellings() {

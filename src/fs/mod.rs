@@ -665,7 +665,12 @@ impl Namespace {
                 );
                 return Err(libc::EBUSY);
             }
-            let reader = ObjectReader::new(Arc::clone(&self.client), key, attributes.size);
+            let reader = ObjectReader::new(
+                Arc::clone(&self.client),
+                key,
+                attributes.size,
+                self.config.attr_ttl,
+            );
             return Ok(self.register(OpenFile::Reader {
                 reader: Mutex::new(reader),
             }));
@@ -1252,7 +1257,8 @@ impl Namespace {
         }
     }
 
-    /// Aborts every upload still open (unmount, SIGTERM): nothing half-written appears.
+    /// Aborts every upload still open (unmount, SIGTERM): nothing half-written appears,
+    /// and the writers get EIO. Idempotent; the upload pool stops afterwards.
     pub fn abort_all(&self) {
         self.apply_pending_metadata(Duration::ZERO);
         let active = self.table().active_writes();
@@ -1263,7 +1269,7 @@ impl Namespace {
                     "unmounting with {:?} still open for writing: aborting its upload",
                     writer.key()
                 );
-                writer.discard("unmounted before close");
+                writer.abort("unmounted before the file was closed");
             }
         }
         self.uploads.pool.shutdown();

@@ -6,8 +6,10 @@
 //! namespace's business. Callers are plain threads (FUSE dispatch, upload pool), so
 //! every call blocks on the runtime; nothing here is called from inside it.
 
+mod connect;
 mod error;
 
+pub use connect::{Connection, MAX_ATTEMPTS, connect};
 pub use error::{S3Error, S3ErrorKind};
 
 use std::collections::HashMap;
@@ -79,19 +81,25 @@ pub struct S3Client {
     client: Client,
     runtime: Handle,
     bucket: String,
+    endpoint: Option<String>,
 }
 
 impl S3Client {
-    pub fn new(client: Client, runtime: Handle, bucket: String) -> Self {
+    pub fn new(client: Client, runtime: Handle, bucket: String, endpoint: Option<String>) -> Self {
         Self {
             client,
             runtime,
             bucket,
+            endpoint,
         }
     }
 
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
     }
 
     /// Runs an SDK future to completion from a plain (non-runtime) thread.
@@ -443,6 +451,58 @@ impl S3Client {
                 return Ok(uploads);
             }
         }
+    }
+
+    /// Installs (or replaces) the rule that makes S3 abort multipart uploads left
+    /// incomplete for `days`, keeping the bucket's other lifecycle rules.
+    pub fn put_abort_incomplete_rule(&self, rule_id: &str, days: i32) -> Result<(), S3Error> {
+        use aws_sdk_s3::types::{
+            AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
+            LifecycleRule, LifecycleRuleFilter,
+        };
+        let existing = match self.block_on(
+            self.client
+                .get_bucket_lifecycle_configuration()
+                .bucket(&self.bucket)
+                .send(),
+        ) {
+            Ok(output) => output.rules().to_vec(),
+            // No configuration yet is the common case.
+            Err(_) => Vec::new(),
+        };
+        let ours = LifecycleRule::builder()
+            .id(rule_id)
+            .status(ExpirationStatus::Enabled)
+            .filter(LifecycleRuleFilter::builder().prefix("").build())
+            .abort_incomplete_multipart_upload(
+                AbortIncompleteMultipartUpload::builder()
+                    .days_after_initiation(days)
+                    .build(),
+            )
+            .build()
+            .map_err(|e| {
+                S3Error::protocol("PutBucketLifecycleConfiguration", "", &e.to_string())
+            })?;
+        let mut rules: Vec<LifecycleRule> = existing
+            .into_iter()
+            .filter(|rule| rule.id() != Some(rule_id))
+            .collect();
+        rules.push(ours);
+        let configuration = BucketLifecycleConfiguration::builder()
+            .set_rules(Some(rules))
+            .build()
+            .map_err(|e| {
+                S3Error::protocol("PutBucketLifecycleConfiguration", "", &e.to_string())
+            })?;
+        self.block_on(
+            self.client
+                .put_bucket_lifecycle_configuration()
+                .bucket(&self.bucket)
+                .lifecycle_configuration(configuration)
+                .send(),
+        )
+        .map_err(|e| S3Error::from_sdk("PutBucketLifecycleConfiguration", "", e))?;
+        Ok(())
     }
 
     /// Proves the bucket is reachable and readable with these credentials.

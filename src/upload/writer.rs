@@ -515,13 +515,23 @@ impl ObjectWriter {
         }
     }
 
-    /// Drops everything written and aborts the upload: the file was unlinked or the
-    /// mount is going away. Later writes are accepted and go nowhere.
+    /// Drops everything written and aborts the upload because the file was unlinked:
+    /// later writes are accepted and go nowhere, as POSIX has it for an unlinked file.
     pub fn discard(&mut self, why: &str) {
-        if let State::Writing(parts) = std::mem::replace(&mut self.state, State::Discarded)
+        self.stop(why, State::Discarded);
+    }
+
+    /// Aborts the upload because the mount is going away: later writes and the close
+    /// fail with EIO, so the writer learns that its file did not make it.
+    pub fn abort(&mut self, why: &str) {
+        self.stop(why, State::Failed(format!("upload aborted: {why}")));
+    }
+
+    fn stop(&mut self, why: &str, next: State) {
+        if let State::Writing(parts) = std::mem::replace(&mut self.state, next)
             && let Some(upload) = parts.upload
         {
-            upload.fail(format!("discarded: {why}"));
+            upload.fail(format!("aborted: {why}"));
             let _ = upload.wait_for_parts();
             self.abort_upload(&upload);
             info!("aborted upload of {:?} ({why})", self.key);
