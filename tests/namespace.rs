@@ -416,3 +416,31 @@ fn a_file_written_by_another_client_is_read_with_readahead_and_random_access() {
         );
     }
 }
+
+#[test]
+fn renaming_an_object_over_the_copy_limit_copies_it_in_parallel_parts() {
+    let server = S3Server::garage();
+    // The 5 GiB CopyObject limit, lowered so a small object takes the UploadPartCopy path.
+    let mount = Mount::with_env(
+        &server,
+        "",
+        &[],
+        &[("S3UPFS_COPY_OBJECT_LIMIT", "16777216")],
+    );
+    let data = random_bytes(40 << 20, 21);
+    std::fs::write(mount.join("large"), &data).expect("write");
+    let chmod = sh(&format!("chmod 0600 {}", mount.join("large").display()));
+    assert!(chmod.status.success());
+    std::fs::rename(mount.join("large"), mount.join("renamed")).expect("rename");
+    let client = server.client();
+    let head = client.head("renamed").expect("renamed object");
+    assert!(
+        head.etag.ends_with("-3\"") || head.etag.ends_with("-3"),
+        "etag {}",
+        head.etag
+    );
+    assert_eq!(head.metadata.get("mode").map(String::as_str), Some("33152"));
+    assert!(client.get("renamed").as_deref() == Some(&data[..]));
+    assert!(!client.exists("large"));
+    assert!(client.list_multipart_uploads().is_empty());
+}

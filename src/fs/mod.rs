@@ -1127,11 +1127,11 @@ impl Namespace {
     fn rename_file(&self, ino: u64, source_path: &str, target_path: &str) -> FsResult<()> {
         let source_key = self.object_key(source_path);
         let target_key = self.object_key(target_path);
-        let (active, metadata, pending) = {
+        let (active, metadata, pending, mut size) = {
             let mut table = self.table();
             let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
             let pending = inode.pending_metadata_since.take().is_some();
-            (inode.active_write.clone(), inode.metadata, pending)
+            (inode.active_write.clone(), inode.metadata, pending, inode.size)
         };
         if let Some(active) = active {
             let mut writer = active.writer();
@@ -1145,13 +1145,14 @@ impl Namespace {
                 );
                 writer.commit().map_err(|_| libc::EIO)?;
             }
+            size = writer.size();
         }
         // Pending attribute changes ride along with the copy; otherwise the object's own
         // metadata (including keys other tools wrote) is copied as it is.
         let replaced = pending.then(|| Self::headers_for(&metadata, None));
         if let Err(error) = self
             .client
-            .copy_object(&source_key, &target_key, replaced.as_ref())
+            .copy_object(&source_key, &target_key, replaced.as_ref(), size)
         {
             if pending && let Some(inode) = self.table().get_mut(ino) {
                 inode.pending_metadata_since = Some(Instant::now());
@@ -1189,7 +1190,12 @@ impl Namespace {
         for object in &listing.objects {
             let rest = &object.key[source_prefix.len()..];
             self.client
-                .copy_object(&object.key, &format!("{target_prefix}{rest}"), None)
+                .copy_object(
+                    &object.key,
+                    &format!("{target_prefix}{rest}"),
+                    None,
+                    object.size,
+                )
                 .map_err(|e| log_s3(&e))?;
         }
         if listing.objects.is_empty() {
@@ -1224,7 +1230,7 @@ impl Namespace {
     /// Sends attribute changes held for at least `min_age` (CopyObject onto itself).
     pub fn apply_pending_metadata(&self, min_age: Duration) {
         let now = Instant::now();
-        let due: Vec<(u64, String, PosixMetadata)> = {
+        let due: Vec<(u64, String, PosixMetadata, u64)> = {
             let mut table = self.table();
             table
                 .inodes_mut()
@@ -1234,15 +1240,15 @@ impl Namespace {
                         return None;
                     }
                     inode.pending_metadata_since = None;
-                    Some((*ino, inode.path.clone(), inode.metadata))
+                    Some((*ino, inode.path.clone(), inode.metadata, inode.size))
                 })
                 .collect()
         };
-        for (ino, path, metadata) in due {
+        for (ino, path, metadata, size) in due {
             let key = self.object_key(&path);
             match self
                 .client
-                .copy_object(&key, &key, Some(&Self::headers_for(&metadata, None)))
+                .copy_object(&key, &key, Some(&Self::headers_for(&metadata, None)), size)
             {
                 Ok(()) => debug!("applied attribute changes of {path:?}"),
                 // Renamed or deleted in the meantime: nothing left to change.

@@ -13,6 +13,7 @@ pub use connect::{Connection, MAX_ATTEMPTS, connect};
 pub use error::{S3Error, S3ErrorKind};
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::Client;
@@ -66,8 +67,22 @@ pub struct ListPage {
 pub struct UploadedPart {
     pub part_number: u32,
     pub etag: String,
-    pub checksum_crc32c: String,
+    /// Parts we upload carry one; parts copied server-side do not.
+    pub checksum_crc32c: Option<String>,
 }
+
+/// Largest object one CopyObject may copy (S3's limit). Larger ones are copied with
+/// UploadPartCopy. Tests lower it through S3UPFS_COPY_OBJECT_LIMIT to reach that path
+/// with small objects.
+fn copy_object_limit() -> u64 {
+    std::env::var("S3UPFS_COPY_OBJECT_LIMIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5 << 30)
+}
+
+/// Part copies in flight for one large copy.
+const COPY_CONCURRENCY: usize = 8;
 
 /// An unfinished multipart upload found by ListMultipartUploads.
 #[derive(Clone, Debug)]
@@ -132,17 +147,20 @@ impl S3Client {
         Ok(output.checksum_crc32_c().map(str::to_owned))
     }
 
+    /// Starts a multipart upload whose parts carry CRC32C checksums (`checksummed`) or
+    /// none (server-side part copies).
     pub fn create_multipart_upload(
         &self,
         key: &str,
         headers: &ObjectHeaders,
+        checksummed: bool,
     ) -> Result<String, S3Error> {
         let request = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .set_checksum_algorithm(checksummed.then_some(ChecksumAlgorithm::Crc32C))
             .set_metadata((!headers.metadata.is_empty()).then(|| headers.metadata.clone()))
             .set_content_type(headers.content_type.clone());
         let output = self
@@ -193,7 +211,7 @@ impl S3Client {
                 CompletedPart::builder()
                     .part_number(part.part_number as i32)
                     .e_tag(&part.etag)
-                    .checksum_crc32_c(&part.checksum_crc32c)
+                    .set_checksum_crc32_c(part.checksum_crc32c.clone())
                     .build()
             })
             .collect();
@@ -374,8 +392,98 @@ impl S3Client {
         })
     }
 
-    /// Server-side copy (objects up to 5 GiB). With `headers`, the metadata is replaced.
+    /// Server-side copy of an object of `size` bytes. With `headers`, the metadata is
+    /// replaced; otherwise it is kept. Objects over 5 GiB are copied in parallel ranges
+    /// with UploadPartCopy.
     pub fn copy_object(
+        &self,
+        source_key: &str,
+        target_key: &str,
+        headers: Option<&ObjectHeaders>,
+        size: u64,
+    ) -> Result<(), S3Error> {
+        let limit = copy_object_limit();
+        if size <= limit {
+            return self.copy_whole(source_key, target_key, headers);
+        }
+        let headers = match headers {
+            Some(headers) => headers.clone(),
+            None => {
+                let info = self.head_object(source_key)?.ok_or_else(|| {
+                    S3Error::protocol("CopyObject", source_key, "source object is gone")
+                })?;
+                ObjectHeaders {
+                    metadata: info.metadata,
+                    content_type: info.content_type,
+                }
+            }
+        };
+        let part_size = size.div_ceil(10_000).max(limit.min(512 << 20));
+        let upload_id = self.create_multipart_upload(target_key, &headers, false)?;
+        let result = self
+            .copy_parts(source_key, target_key, &upload_id, size, part_size)
+            .and_then(|parts| self.complete_multipart_upload(target_key, &upload_id, &parts));
+        if let Err(error) = result {
+            let _ = self.abort_multipart_upload(target_key, &upload_id);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    fn copy_parts(
+        &self,
+        source_key: &str,
+        target_key: &str,
+        upload_id: &str,
+        size: u64,
+        part_size: u64,
+    ) -> Result<Vec<UploadedPart>, S3Error> {
+        let source = format!("{}/{}", self.bucket, encode_copy_source(source_key));
+        let permits = Arc::new(tokio::sync::Semaphore::new(COPY_CONCURRENCY));
+        self.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (index, start) in (0..size).step_by(part_size as usize).enumerate() {
+                let end = (start + part_size).min(size) - 1;
+                let request = self
+                    .client
+                    .upload_part_copy()
+                    .bucket(&self.bucket)
+                    .key(target_key)
+                    .upload_id(upload_id)
+                    .part_number(index as i32 + 1)
+                    .copy_source(&source)
+                    .copy_source_range(format!("bytes={start}-{end}"));
+                let permits = Arc::clone(&permits);
+                tasks.spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    (index as u32 + 1, request.send().await)
+                });
+            }
+            let mut parts = Vec::new();
+            while let Some(joined) = tasks.join_next().await {
+                let (part_number, result) = joined.map_err(|e| {
+                    S3Error::protocol("UploadPartCopy", source_key, &e.to_string())
+                })?;
+                let output =
+                    result.map_err(|e| S3Error::from_sdk("UploadPartCopy", source_key, e))?;
+                let etag = output
+                    .copy_part_result()
+                    .and_then(|r| r.e_tag())
+                    .ok_or_else(|| {
+                        S3Error::protocol("UploadPartCopy", source_key, "response has no ETag")
+                    })?;
+                parts.push(UploadedPart {
+                    part_number,
+                    etag: etag.to_owned(),
+                    checksum_crc32c: None,
+                });
+            }
+            parts.sort_by_key(|part| part.part_number);
+            Ok(parts)
+        })
+    }
+
+    fn copy_whole(
         &self,
         source_key: &str,
         target_key: &str,

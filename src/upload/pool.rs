@@ -76,7 +76,7 @@ impl MultipartUpload {
             return Ok(id.clone());
         }
         let created = client
-            .create_multipart_upload(&self.key, &self.headers)
+            .create_multipart_upload(&self.key, &self.headers, true)
             .map_err(|e| e.to_string())?;
         debug!("created multipart upload for {:?}: {created}", self.key);
         *id = Some(created.clone());
@@ -350,7 +350,7 @@ fn upload_one(aborter: &Aborter, job: &PartJob) -> Option<UploadedPart> {
             .map(|etag| UploadedPart {
                 part_number: job.part_number,
                 etag,
-                checksum_crc32c: checksum,
+                checksum_crc32c: Some(checksum),
             })
             .map_err(|e| e.to_string())
     });

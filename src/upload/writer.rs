@@ -476,7 +476,7 @@ impl ObjectWriter {
         if upload.headers() != &self.headers {
             // chmod/utimes arrived after CreateMultipartUpload: one copy applies them.
             client
-                .copy_object(&self.key, &self.key, Some(&self.headers))
+                .copy_object(&self.key, &self.key, Some(&self.headers), parts.size)
                 .map_err(|e| format!("object uploaded, but updating its metadata failed: {e}"))?;
         }
         debug!("completed {:?} in {last_part} parts", self.key);
@@ -580,9 +580,13 @@ impl Drop for ObjectWriter {
 pub fn composite_checksum(parts: &[UploadedPart]) -> String {
     let mut concatenated = Vec::with_capacity(parts.len() * 4);
     for part in parts {
-        match aws_smithy_types::base64::decode(&part.checksum_crc32c) {
-            Ok(raw) => concatenated.extend_from_slice(&raw),
-            Err(_) => return String::new(),
+        match part
+            .checksum_crc32c
+            .as_deref()
+            .map(aws_smithy_types::base64::decode)
+        {
+            Some(Ok(raw)) => concatenated.extend_from_slice(&raw),
+            _ => return String::new(),
         }
     }
     format!("{}-{}", crc32c_base64(&concatenated), parts.len())
