@@ -33,6 +33,8 @@ pub type FsResult<T> = Result<T, Errno>;
 /// How long chmod/chown/utimes on a finished object are held for a following rename
 /// to carry them, before they are sent on their own.
 pub const PENDING_METADATA_DELAY: Duration = Duration::from_secs(1);
+/// Object copies in flight while renaming a directory.
+const DIRECTORY_COPY_CONCURRENCY: usize = 8;
 /// S3's limit on key length, in bytes.
 const MAX_KEY_LEN: usize = 1024;
 const S_IFMT: u32 = libc::S_IFMT;
@@ -1131,7 +1133,12 @@ impl Namespace {
             let mut table = self.table();
             let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
             let pending = inode.pending_metadata_since.take().is_some();
-            (inode.active_write.clone(), inode.metadata, pending, inode.size)
+            (
+                inode.active_write.clone(),
+                inode.metadata,
+                pending,
+                inode.size,
+            )
         };
         if let Some(active) = active {
             let mut writer = active.writer();
@@ -1150,9 +1157,9 @@ impl Namespace {
         // Pending attribute changes ride along with the copy; otherwise the object's own
         // metadata (including keys other tools wrote) is copied as it is.
         let replaced = pending.then(|| Self::headers_for(&metadata, None));
-        if let Err(error) = self
-            .client
-            .copy_object(&source_key, &target_key, replaced.as_ref(), size)
+        if let Err(error) =
+            self.client
+                .copy_object(&source_key, &target_key, replaced.as_ref(), size)
         {
             if pending && let Some(inode) = self.table().get_mut(ino) {
                 inode.pending_metadata_since = Some(Instant::now());
@@ -1186,17 +1193,45 @@ impl Namespace {
             .client
             .list_all(&source_prefix, false)
             .map_err(|e| log_s3(&e))?;
-        // Copy everything first; the originals go only once every copy exists.
-        for object in &listing.objects {
-            let rest = &object.key[source_prefix.len()..];
-            self.client
-                .copy_object(
-                    &object.key,
-                    &format!("{target_prefix}{rest}"),
-                    None,
-                    object.size,
-                )
-                .map_err(|e| log_s3(&e))?;
+        // Copy everything first (a few copies in flight); the originals go only once
+        // every copy exists, so a failed copy leaves the directory intact.
+        let failure = Mutex::new(None);
+        let next = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..DIRECTORY_COPY_CONCURRENCY.min(listing.objects.len()) {
+                scope.spawn(|| {
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        let Some(object) = listing.objects.get(index) else {
+                            return;
+                        };
+                        let has_failed = failure
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .is_some();
+                        if has_failed {
+                            return;
+                        }
+                        let rest = &object.key[source_prefix.len()..];
+                        let target = format!("{target_prefix}{rest}");
+                        if let Err(e) =
+                            self.client
+                                .copy_object(&object.key, &target, None, object.size)
+                        {
+                            failure
+                                .lock()
+                                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                                .get_or_insert(e);
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(error) = failure
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        {
+            return Err(log_s3(&error));
         }
         if listing.objects.is_empty() {
             self.put_marker(target_path, &PosixMetadata::default())?;
@@ -1246,10 +1281,12 @@ impl Namespace {
         };
         for (ino, path, metadata, size) in due {
             let key = self.object_key(&path);
-            match self
-                .client
-                .copy_object(&key, &key, Some(&Self::headers_for(&metadata, None)), size)
-            {
+            match self.client.copy_object(
+                &key,
+                &key,
+                Some(&Self::headers_for(&metadata, None)),
+                size,
+            ) {
                 Ok(()) => debug!("applied attribute changes of {path:?}"),
                 // Renamed or deleted in the meantime: nothing left to change.
                 Err(e) if e.kind == crate::s3::S3ErrorKind::NotFound => {}
