@@ -903,15 +903,11 @@ impl Namespace {
         } else {
             if let Some(size) = changes.size {
                 if size == 0 && current.size > 0 {
-                    let body = Bytes::new();
-                    self.client
-                        .put_object(
-                            &self.object_key(&path),
-                            body.clone(),
-                            &crc32c_base64(&body),
-                            &Self::headers_for(&metadata, None),
-                        )
-                        .map_err(|e| log_s3(&e))?;
+                    self.put_small(
+                        &self.object_key(&path),
+                        Bytes::new(),
+                        &Self::headers_for(&metadata, None),
+                    )?;
                 } else if size != current.size {
                     warn!(
                         "{path:?}: truncate of a finished object to {size} bytes is not supported (only to 0): EOPNOTSUPP"
@@ -940,14 +936,18 @@ impl Namespace {
     }
 
     fn put_marker(&self, path: &str, metadata: &PosixMetadata) -> FsResult<()> {
-        let body = Bytes::new();
+        self.put_small(
+            &self.marker_key(path),
+            Bytes::new(),
+            &Self::headers_for(metadata, Some(DIRECTORY_CONTENT_TYPE)),
+        )
+    }
+
+    /// One PutObject of a body the namespace makes itself (marker, symlink, truncation).
+    fn put_small(&self, key: &str, body: Bytes, headers: &ObjectHeaders) -> FsResult<()> {
+        let checksum = crc32c_base64(&body);
         self.client
-            .put_object(
-                &self.marker_key(path),
-                body.clone(),
-                &crc32c_base64(&body),
-                &Self::headers_for(metadata, Some(DIRECTORY_CONTENT_TYPE)),
-            )
+            .put_object(key, body, &checksum, headers)
             .map_err(|e| log_s3(&e))?;
         Ok(())
     }
@@ -1054,14 +1054,11 @@ impl Namespace {
             mtime: Some(SystemTime::now()),
         };
         let body = Bytes::copy_from_slice(target.as_bytes());
-        self.client
-            .put_object(
-                &self.object_key(&path),
-                body.clone(),
-                &crc32c_base64(&body),
-                &Self::headers_for(&metadata, None),
-            )
-            .map_err(|e| log_s3(&e))?;
+        self.put_small(
+            &self.object_key(&path),
+            body.clone(),
+            &Self::headers_for(&metadata, None),
+        )?;
         let mut inode = self.new_inode(parent, &name, &path, Kind::Symlink);
         inode.metadata = metadata;
         inode.metadata_loaded = true;

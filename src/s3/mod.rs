@@ -239,18 +239,12 @@ impl S3Client {
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id);
-        match self.block_on(request.send()) {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let error = S3Error::from_sdk("AbortMultipartUpload", key, e);
-                // Already gone is what we wanted.
-                if error.kind == S3ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(error)
-                }
-            }
-        }
+        // Already gone is what we wanted.
+        missing_is_none(
+            self.block_on(request.send())
+                .map_err(|e| S3Error::from_sdk("AbortMultipartUpload", key, e)),
+        )
+        .map(|_| ())
     }
 
     /// HeadObject; `Ok(None)` when the object does not exist.
@@ -261,27 +255,21 @@ impl S3Client {
             .bucket(&self.bucket)
             .key(key)
             .checksum_mode(ChecksumMode::Enabled);
-        match self.block_on(request.send()) {
-            Ok(output) => Ok(Some(ObjectInfo {
-                size: output.content_length().unwrap_or(0).max(0) as u64,
-                last_modified: output
-                    .last_modified()
-                    .and_then(|t| SystemTime::try_from(*t).ok())
-                    .unwrap_or(SystemTime::UNIX_EPOCH),
-                etag: output.e_tag().map(str::to_owned),
-                metadata: output.metadata().cloned().unwrap_or_default(),
-                content_type: output.content_type().map(str::to_owned),
-                checksum_crc32c: output.checksum_crc32_c().map(str::to_owned),
-            })),
-            Err(e) => {
-                let error = S3Error::from_sdk("HeadObject", key, e);
-                if error.kind == S3ErrorKind::NotFound {
-                    Ok(None)
-                } else {
-                    Err(error)
-                }
-            }
-        }
+        let output = missing_is_none(
+            self.block_on(request.send())
+                .map_err(|e| S3Error::from_sdk("HeadObject", key, e)),
+        )?;
+        Ok(output.map(|output| ObjectInfo {
+            size: output.content_length().unwrap_or(0).max(0) as u64,
+            last_modified: output
+                .last_modified()
+                .and_then(|t| SystemTime::try_from(*t).ok())
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            etag: output.e_tag().map(str::to_owned),
+            metadata: output.metadata().cloned().unwrap_or_default(),
+            content_type: output.content_type().map(str::to_owned),
+            checksum_crc32c: output.checksum_crc32_c().map(str::to_owned),
+        }))
     }
 
     /// One page of ListObjectsV2 under `prefix`, with `/` as delimiter when `delimited`.
@@ -461,9 +449,8 @@ impl S3Client {
             }
             let mut parts = Vec::new();
             while let Some(joined) = tasks.join_next().await {
-                let (part_number, result) = joined.map_err(|e| {
-                    S3Error::protocol("UploadPartCopy", source_key, &e.to_string())
-                })?;
+                let (part_number, result) = joined
+                    .map_err(|e| S3Error::protocol("UploadPartCopy", source_key, &e.to_string()))?;
                 let output =
                     result.map_err(|e| S3Error::from_sdk("UploadPartCopy", source_key, e))?;
                 let etag = output
@@ -510,17 +497,11 @@ impl S3Client {
 
     pub fn delete_object(&self, key: &str) -> Result<(), S3Error> {
         let request = self.client.delete_object().bucket(&self.bucket).key(key);
-        match self.block_on(request.send()) {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let error = S3Error::from_sdk("DeleteObject", key, e);
-                if error.kind == S3ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(error)
-                }
-            }
-        }
+        missing_is_none(
+            self.block_on(request.send())
+                .map_err(|e| S3Error::from_sdk("DeleteObject", key, e)),
+        )
+        .map(|_| ())
     }
 
     /// Unfinished multipart uploads under `prefix`.
@@ -634,6 +615,16 @@ impl S3Client {
                 format!("no answer within {} s", timeout.as_secs()),
             )),
         }
+    }
+}
+
+/// Turns "no such key/upload" into `Ok(None)`: for deletes, aborts and HEADs, absence
+/// is an answer, not a failure.
+fn missing_is_none<T>(result: Result<T, S3Error>) -> Result<Option<T>, S3Error> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(error) if error.kind == S3ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
     }
 }
 
