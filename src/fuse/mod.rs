@@ -76,6 +76,13 @@ fn time_of(time: TimeOrNow) -> SystemTime {
     }
 }
 
+fn reply_empty(reply: ReplyEmpty, result: Result<(), i32>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(code) => reply.error(errno(code)),
+    }
+}
+
 /// Runs `work` on a thread of its own; the reply travels with it.
 fn answer_later(what: &'static str, work: impl FnOnce() + Send + 'static) {
     if let Err(e) = std::thread::Builder::new()
@@ -211,17 +218,13 @@ impl Filesystem for FuseAdapter {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let namespace = Arc::clone(&self.namespace);
         let name = name.to_owned();
-        answer_later("unlink", move || match namespace.unlink(parent.0, &name) {
-            Ok(()) => reply.ok(),
-            Err(code) => reply.error(errno(code)),
+        answer_later("unlink", move || {
+            reply_empty(reply, namespace.unlink(parent.0, &name))
         });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.namespace.rmdir(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(code) => reply.error(errno(code)),
-        }
+        reply_empty(reply, self.namespace.rmdir(parent.0, name))
     }
 
     fn symlink(
@@ -259,10 +262,10 @@ impl Filesystem for FuseAdapter {
         let namespace = Arc::clone(&self.namespace);
         let (name, newname) = (name.to_owned(), newname.to_owned());
         answer_later("rename", move || {
-            match namespace.rename(parent.0, &name, newparent.0, &newname, no_replace) {
-                Ok(()) => reply.ok(),
-                Err(code) => reply.error(errno(code)),
-            }
+            reply_empty(
+                reply,
+                namespace.rename(parent.0, &name, newparent.0, &newname, no_replace),
+            )
         });
     }
 
@@ -352,9 +355,8 @@ impl Filesystem for FuseAdapter {
     ) {
         let namespace = Arc::clone(&self.namespace);
         let pid = req.pid();
-        answer_later("flush", move || match namespace.flush(fh.0, pid) {
-            Ok(()) => reply.ok(),
-            Err(code) => reply.error(errno(code)),
+        answer_later("flush", move || {
+            reply_empty(reply, namespace.flush(fh.0, pid))
         });
     }
 
@@ -369,9 +371,8 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let namespace = Arc::clone(&self.namespace);
-        answer_later("release", move || match namespace.release(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(code) => reply.error(errno(code)),
+        answer_later("release", move || {
+            reply_empty(reply, namespace.release(fh.0))
         });
     }
 
@@ -384,10 +385,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let namespace = Arc::clone(&self.namespace);
-        answer_later("fsync", move || match namespace.fsync(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(code) => reply.error(errno(code)),
-        });
+        answer_later("fsync", move || reply_empty(reply, namespace.fsync(fh.0)));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
