@@ -14,6 +14,9 @@ pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
 pub const DEFAULT_MAX_MEMORY: u64 = 2 << 30;
 /// Part uploads in flight across the mount (see README: measured on Garage, 2 cores).
 pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
+/// A part is retried for this long: longer than a server restart or a network blip,
+/// short enough that a writer learns of a real outage while it still waits on close().
+pub const DEFAULT_RETRY_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
 /// Orphan sweep at mount: a week. No live writer keeps one upload open that long (5 TiB
 /// at 50 MiB/s takes 29 hours), so sweeping cannot hurt another mount's upload in flight.
 pub const DEFAULT_SWEEP_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
@@ -34,7 +37,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Mount s3://BUCKET[/PREFIX/] (or --local DIR) on MOUNTPOINT.
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
     /// List and abort multipart uploads orphaned under s3://BUCKET[/PREFIX/] (e.g. by a killed daemon).
     Cleanup(CleanupArgs),
     /// Install a bucket lifecycle rule that makes S3 abort incomplete multipart uploads itself.
@@ -110,6 +113,10 @@ struct MountArgs {
     /// At mount, abort multipart uploads under the prefix older than this ("off" to keep them).
     #[arg(long, value_name = "AGE")]
     sweep_orphans_older_than: Option<String>,
+    /// How long a part keeps being retried (outage, corruption in transit) before its
+    /// file's upload fails and close() returns EIO.
+    #[arg(long, value_name = "DURATION")]
+    retry_budget: Option<String>,
     /// Stay in the foreground (logs to stderr; SIGINT/SIGTERM unmount).
     #[arg(long, short = 'f')]
     foreground: bool,
@@ -172,6 +179,7 @@ pub struct MountConfig {
     pub log_level: log::LevelFilter,
     /// Multipart uploads under the prefix older than this are aborted at mount.
     pub sweep_orphans_after: Option<std::time::Duration>,
+    pub retry_budget: std::time::Duration,
 }
 
 impl MountConfig {
@@ -242,6 +250,7 @@ fn apply_options(args: &mut MountArgs) -> Result<(), String> {
             "profile" => {
                 args.connection.profile = args.connection.profile.take().or(Some(need(value)?))
             }
+            "retry_budget" => args.retry_budget = args.retry_budget.take().or(Some(need(value)?)),
             "sweep_orphans_older_than" => {
                 args.sweep_orphans_older_than =
                     args.sweep_orphans_older_than.take().or(Some(need(value)?))
@@ -336,6 +345,12 @@ fn resolve(mut args: MountArgs) -> Result<MountConfig, String> {
         ),
         None => Some(DEFAULT_SWEEP_AGE),
     };
+    let retry_budget = match args.retry_budget.as_deref() {
+        Some(text) => {
+            crate::size::parse_duration(text).map_err(|e| format!("--retry-budget: {e}"))?
+        }
+        None => DEFAULT_RETRY_BUDGET,
+    };
     // SAFETY: getuid/getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     Ok(MountConfig {
@@ -346,6 +361,7 @@ fn resolve(mut args: MountArgs) -> Result<MountConfig, String> {
         profile: args.connection.profile,
         force_path_style: args.connection.force_path_style,
         sweep_orphans_after,
+        retry_budget,
         foreground: args.foreground,
         allow_other: args.allow_other,
         read_only: args.read_only,
@@ -388,7 +404,7 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Cleanup(args) => report(run_cleanup(&args)),
         Command::Lifecycle(args) => report(run_lifecycle(&args)),
-        Command::Mount(args) => match resolve(args) {
+        Command::Mount(args) => match resolve(*args) {
             Ok(config) => match crate::daemon::run(config) {
                 Ok(()) => 0,
                 Err(message) => {

@@ -368,6 +368,7 @@ fn prepare(config: &MountConfig) -> Result<Prepared, String> {
         config.schedule,
         config.max_memory,
         config.max_concurrency,
+        config.retry_budget,
     )
     .map_err(|e| format!("cannot start the upload pool: {e}"))?;
     let namespace = Arc::new(Namespace::new(

@@ -1004,7 +1004,12 @@ impl Namespace {
             return Err(libc::ENOTEMPTY);
         }
         self.client.delete_object(&marker).map_err(|e| log_s3(&e))?;
-        self.table().unlink(parent, &name);
+        let mut table = self.table();
+        if let Some(inode) = table.get_mut(attributes.ino) {
+            // A held chmod/utimes must not bring the marker back.
+            inode.pending_metadata_since = None;
+        }
+        table.unlink(parent, &name);
         Ok(())
     }
 
@@ -1262,7 +1267,7 @@ impl Namespace {
     /// Sends attribute changes held for at least `min_age` (CopyObject onto itself).
     pub fn apply_pending_metadata(&self, min_age: Duration) {
         let now = Instant::now();
-        let due: Vec<(u64, String, PosixMetadata, u64)> = {
+        let due: Vec<(u64, String, PosixMetadata, u64, Kind)> = {
             let mut table = self.table();
             table
                 .inodes_mut()
@@ -1272,18 +1277,32 @@ impl Namespace {
                         return None;
                     }
                     inode.pending_metadata_since = None;
-                    Some((*ino, inode.path.clone(), inode.metadata, inode.size))
+                    Some((
+                        *ino,
+                        inode.path.clone(),
+                        inode.metadata,
+                        inode.size,
+                        inode.kind,
+                    ))
                 })
                 .collect()
         };
-        for (ino, path, metadata, size) in due {
+        for (ino, path, metadata, size, kind) in due {
             let key = self.object_key(&path);
-            match self.client.copy_object(
-                &key,
-                &key,
-                Some(&Self::headers_for(&metadata, None)),
-                size,
-            ) {
+            let applied = if kind == Kind::Directory {
+                self.client
+                    .put_object(
+                        &self.marker_key(&path),
+                        Bytes::new(),
+                        &crc32c_base64(&[]),
+                        &Self::headers_for(&metadata, Some(DIRECTORY_CONTENT_TYPE)),
+                    )
+                    .map(|_| ())
+            } else {
+                self.client
+                    .copy_object(&key, &key, Some(&Self::headers_for(&metadata, None)), size)
+            };
+            match applied {
                 Ok(()) => debug!("applied attribute changes of {path:?}"),
                 // Renamed or deleted in the meantime: nothing left to change.
                 Err(e) if e.kind == crate::s3::S3ErrorKind::NotFound => {}

@@ -12,8 +12,9 @@ use tokio::runtime::Handle;
 
 use super::{S3Client, S3ErrorKind};
 
-/// Attempts per S3 request, the first included. Backoff doubles from 200 ms up to 10 s,
-/// with jitter: about 16 s of retrying before a request counts as failed.
+/// Attempts per S3 request inside the SDK, the first included; backoff doubles from
+/// 200 ms with full jitter, so these attempts may all fall within a second. Uploads add
+/// their own retry budget on top (`retry_within`, `--retry-budget`).
 pub const MAX_ATTEMPTS: u32 = 6;
 
 /// Where and as whom to talk to S3.

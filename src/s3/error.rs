@@ -123,6 +123,15 @@ impl S3Error {
         Self::transfer(operation, key, detail)
     }
 
+    /// Whether trying again can help: not for missing buckets, keys or uploads, nor
+    /// for refused credentials.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self.kind,
+            S3ErrorKind::NotFound | S3ErrorKind::NoSuchBucket | S3ErrorKind::AccessDenied
+        )
+    }
+
     /// The errno a file operation that failed on this returns.
     pub fn errno(&self) -> i32 {
         match self.kind {

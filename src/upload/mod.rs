@@ -7,6 +7,7 @@ pub mod schedule;
 pub mod writer;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::s3::S3Client;
 use budget::MemoryBudget;
@@ -19,6 +20,8 @@ pub struct UploadContext {
     pub pool: UploadPool,
     pub budget: Arc<MemoryBudget>,
     pub schedule: PartSchedule,
+    /// How long one part (or small object) keeps being retried before the upload fails.
+    pub retry_budget: Duration,
 }
 
 impl UploadContext {
@@ -27,13 +30,15 @@ impl UploadContext {
         schedule: PartSchedule,
         memory_budget: u64,
         concurrency: usize,
+        retry_budget: Duration,
     ) -> std::io::Result<Arc<Self>> {
-        let pool = UploadPool::start(Arc::clone(&client), concurrency)?;
+        let pool = UploadPool::start(Arc::clone(&client), concurrency, retry_budget)?;
         Ok(Arc::new(Self {
             client,
             pool,
             budget: MemoryBudget::new(memory_budget),
             schedule,
+            retry_budget,
         }))
     }
 }

@@ -166,6 +166,7 @@ struct PartJob {
 pub struct Aborter {
     client: Arc<S3Client>,
     retry: Sender<(String, String)>,
+    retry_budget: Duration,
 }
 
 /// How often and how long an abort that failed is tried again.
@@ -190,7 +191,11 @@ fn run_abort_retries(client: &S3Client, failed: &Receiver<(String, String)>) {
     let mut pending: Vec<(String, String, Instant)> = Vec::new();
     loop {
         match failed.recv_timeout(ABORT_RETRY_INTERVAL) {
-            Ok((key, id)) => pending.push((key, id, Instant::now())),
+            Ok((key, id)) if !pending.iter().any(|(_, known, _)| *known == id) => {
+                pending.push((key, id, Instant::now()))
+            }
+            // The same upload may be handed over by several of its failing parts.
+            Ok(_) => {}
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                 for (key, id, _) in pending.drain(..) {
@@ -219,28 +224,63 @@ fn run_abort_retries(client: &S3Client, failed: &Receiver<(String, String)>) {
     }
 }
 
+/// Parts handed to the pool and not yet finished. Bounded so that a writer outrunning the
+/// network waits instead of queueing its whole file in memory: memory stays flat
+/// whatever the file size, well under the budget.
+struct Backlog {
+    parts: Mutex<usize>,
+    room: Condvar,
+    limit: usize,
+}
+
+impl Backlog {
+    fn count(&self) -> MutexGuard<'_, usize> {
+        self.parts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn finished_one(&self) {
+        *self.count() -= 1;
+        self.room.notify_all();
+    }
+}
+
 pub struct UploadPool {
     jobs: Mutex<Option<Sender<PartJob>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     aborter: Mutex<Option<Aborter>>,
+    backlog: Arc<Backlog>,
 }
 
 impl UploadPool {
-    pub fn start(client: Arc<S3Client>, workers: usize) -> std::io::Result<Self> {
+    pub fn start(
+        client: Arc<S3Client>,
+        workers: usize,
+        retry_budget: Duration,
+    ) -> std::io::Result<Self> {
         let (sender, receiver) = crossbeam_channel::unbounded::<PartJob>();
         let (retry_sender, retry_receiver) = crossbeam_channel::unbounded();
+        let backlog = Arc::new(Backlog {
+            parts: Mutex::new(0),
+            room: Condvar::new(),
+            // Every worker busy plus as many waiting: the network never idles for lack of parts.
+            limit: 2 * workers.max(1),
+        });
         let aborter = Aborter {
             client: Arc::clone(&client),
             retry: retry_sender,
+            retry_budget,
         };
         let mut handles = Vec::with_capacity(workers + 1);
         for index in 0..workers.max(1) {
             let receiver = receiver.clone();
             let aborter = aborter.clone();
+            let backlog = Arc::clone(&backlog);
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("upload-{index}"))
-                    .spawn(move || run_worker(&aborter, &receiver))?,
+                    .spawn(move || run_worker(&aborter, &receiver, &backlog))?,
             );
         }
         let retry_client = Arc::clone(&client);
@@ -253,7 +293,25 @@ impl UploadPool {
             jobs: Mutex::new(Some(sender)),
             workers: Mutex::new(handles),
             aborter: Mutex::new(Some(aborter)),
+            backlog,
         })
+    }
+
+    /// Whether a part handed over now would be uploaded soon, rather than wait in memory.
+    pub fn has_room(&self) -> bool {
+        *self.backlog.count() < self.backlog.limit
+    }
+
+    /// Waits until [`has_room`](Self::has_room). Progress needs no memory, so no deadlock.
+    pub fn wait_for_room(&self) {
+        let mut count = self.backlog.count();
+        while *count >= self.backlog.limit {
+            count = self
+                .backlog
+                .room
+                .wait(count)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
     }
 
     /// The aborter of this pool (None once shut down).
@@ -274,6 +332,7 @@ impl UploadPool {
         reservation: Reservation,
     ) {
         upload.part_started();
+        *self.backlog.count() += 1;
         let job = PartJob {
             upload: Arc::clone(upload),
             part_number,
@@ -293,6 +352,7 @@ impl UploadPool {
             job.upload
                 .fail("the mount is shutting down; part not uploaded".to_owned());
             job.upload.part_finished(None);
+            self.backlog.finished_one();
         }
     }
 
@@ -320,12 +380,13 @@ impl UploadPool {
     }
 }
 
-fn run_worker(aborter: &Aborter, jobs: &Receiver<PartJob>) {
+fn run_worker(aborter: &Aborter, jobs: &Receiver<PartJob>, backlog: &Backlog) {
     for job in jobs.iter() {
         let upload = Arc::clone(&job.upload);
         let part = upload_one(aborter, &job);
         drop(job);
         upload.part_finished(part);
+        backlog.finished_one();
     }
 }
 
@@ -339,20 +400,25 @@ fn upload_one(aborter: &Aborter, job: &PartJob) -> Option<UploadedPart> {
     }
     let result = upload.ensure_created(client).and_then(|upload_id| {
         let checksum = crc32c_base64(&job.data);
-        client
-            .upload_part(
-                &upload.key,
-                &upload_id,
-                job.part_number,
-                job.data.clone(),
-                &checksum,
-            )
-            .map(|etag| UploadedPart {
-                part_number: job.part_number,
-                etag,
-                checksum_crc32c: Some(checksum),
-            })
-            .map_err(|e| e.to_string())
+        crate::s3::retry_within(
+            aborter.retry_budget,
+            || {
+                client.upload_part(
+                    &upload.key,
+                    &upload_id,
+                    job.part_number,
+                    job.data.clone(),
+                    &checksum,
+                )
+            },
+            || upload.failure().is_some(),
+        )
+        .map(|etag| UploadedPart {
+            part_number: job.part_number,
+            etag,
+            checksum_crc32c: Some(checksum.clone()),
+        })
+        .map_err(|e| e.to_string())
     });
     match result {
         Ok(part) => {
@@ -365,7 +431,11 @@ fn upload_one(aborter: &Aborter, job: &PartJob) -> Option<UploadedPart> {
             Some(part)
         }
         Err(reason) => {
-            let reason = format!("part {} failed after retries: {reason}", job.part_number);
+            if upload.failure().is_some() {
+                // Another part failed first and aborted the upload already.
+                return None;
+            }
+            let reason = format!("part {} failed: {reason}", job.part_number);
             error!("upload of {:?} failed: {reason}; aborting it", upload.key);
             upload.fail(reason);
             upload.abort(aborter);

@@ -297,7 +297,15 @@ impl ObjectWriter {
             if !buffer.is_full() {
                 return Ok(true);
             }
-            let full = parts.current.take().expect("checked above");
+            if buffer.number > 1 && !context.pool.has_room() {
+                if !may_block {
+                    return Ok(false);
+                }
+                context.pool.wait_for_room();
+            }
+            let Some(full) = parts.current.take() else {
+                return Ok(false);
+            };
             parts.filling = full.number + 1;
             let upload = parts
                 .upload
@@ -409,11 +417,16 @@ impl ObjectWriter {
             .map(|buffer| Bytes::from(buffer.data))
             .unwrap_or_default();
         let checksum = crc32c_base64(&body);
-        let reported = self
-            .context
-            .client
-            .put_object(&self.key, body, &checksum, &self.headers)
-            .map_err(|e| e.to_string())?;
+        let reported = crate::s3::retry_within(
+            self.context.retry_budget,
+            || {
+                self.context
+                    .client
+                    .put_object(&self.key, body.clone(), &checksum, &self.headers)
+            },
+            || false,
+        )
+        .map_err(|e| e.to_string())?;
         if let Some(reported) = reported
             && reported != checksum
         {
@@ -455,9 +468,12 @@ impl ObjectWriter {
             if uploaded.len() != last_part as usize {
                 return Err(format!("{} of {last_part} parts uploaded", uploaded.len()));
             }
-            let reported = client
-                .complete_multipart_upload(&self.key, &upload_id, &uploaded)
-                .map_err(|e| e.to_string())?;
+            let reported = crate::s3::retry_within(
+                self.context.retry_budget,
+                || client.complete_multipart_upload(&self.key, &upload_id, &uploaded),
+                || false,
+            )
+            .map_err(|e| e.to_string())?;
             let expected = composite_checksum(&uploaded);
             if let Some(reported) = reported
                 && reported != expected

@@ -16,6 +16,7 @@
 //! RUST_LOG, default `garage=info`).
 #![allow(dead_code)]
 
+pub mod fault_proxy;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
