@@ -600,3 +600,59 @@ fn the_proxy_forwards_and_classifies_every_operation() {
     assert!(proxy.wait_accepting(Duration::from_secs(5)));
     assert!(c.head("m").is_some());
 }
+
+/// A writer that outruns a slow server waits for memory on a thread of its own: `ls`,
+/// `stat` and another file's close go on meanwhile.
+#[test]
+fn a_writer_blocked_on_memory_does_not_stall_ls_stat_or_other_closes() {
+    let server = S3Server::garage();
+    let proxy = FaultProxy::start(&server.endpoint());
+    let (through, _env) = via_proxy(&server, &proxy);
+    let mount = Mount::new(
+        &through,
+        &["--max-memory", "16MiB", "--max-concurrency", "1"],
+    );
+    fs::write(mount.join("existing"), b"here").expect("write");
+    // Every part takes 3 s: a 64 MiB writer spends most of its time waiting for memory.
+    proxy.set_fault(
+        Op::UploadPart,
+        When::Always,
+        Fault::Delay(Duration::from_secs(3)),
+    );
+    let big = mount.join("big");
+    let writer = std::thread::spawn(move || {
+        let data = random_bytes(64 * MIB, 8);
+        let mut file = fs::File::create(&big).expect("create");
+        file.write_all(&data).expect("write");
+        drop(file);
+    });
+    wait_until(Duration::from_secs(30), "a part in flight", || {
+        proxy.in_flight() >= 1
+    });
+    let names: Vec<String> = fs::read_dir(mount.path())
+        .expect("ls while a writer waits")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert!(names.contains(&"existing".to_owned()), "{names:?}");
+    assert_eq!(fs::metadata(mount.join("existing")).expect("stat").len(), 4);
+    fs::write(mount.join("small"), b"closes while the big one waits").expect("small close");
+    assert!(
+        !writer.is_finished(),
+        "the big writer should still be waiting on the slow server at this point"
+    );
+    assert_eq!(
+        server.client().get("small").as_deref(),
+        Some(&b"closes while the big one waits"[..])
+    );
+    writer.join().expect("big writer");
+    assert_eq!(
+        server.client().head("big").map(|h| h.size),
+        Some(64 * MIB as u64)
+    );
+}
