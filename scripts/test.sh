@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 S3UPFS_GARAGE_BIN="$(scripts/install-garage.sh)"
 export S3UPFS_GARAGE_BIN
+# Build output cached outside the clone (like Garage): a fresh clone on the same machine
+# then rebuilds only s3upfs itself, not its ~400 dependencies.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${S3UPFS_CACHE:-$HOME/.cache/s3upfs}/target}"
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
