@@ -16,3 +16,5 @@ cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 # Two cores: mounts and servers run beside the tests, so keep the test threads low.
 cargo nextest run --locked --no-fail-fast --test-threads 2 "$@"
+# The benchmark harness, once and small, so it cannot rot (its figures are not checked).
+scripts/bench.sh --quick --profile dev

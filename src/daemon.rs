@@ -180,7 +180,20 @@ fn report_to_parent(result: &Result<(), String>) {
     }
 }
 
+/// Part buffers (megabytes each, allocated and freed all the time) must go back to the
+/// system when freed. glibc otherwise raises its mmap threshold after the first free and
+/// serves later buffers from heap arenas that keep their memory: resident memory then
+/// grows with the file size instead of staying within the budget.
+fn return_large_buffers_to_the_system() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tuning; called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 pub fn run(config: MountConfig) -> Result<(), String> {
+    return_large_buffers_to_the_system();
     init_logging(config.log_level);
     if !config.foreground {
         check_mountpoint(&config.mountpoint)?;

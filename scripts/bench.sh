@@ -1,0 +1,818 @@
+#!/usr/bin/env bash
+# Benchmarks s3upfs against the raw aws-sdk-s3 baseline, s3fs-fuse and rclone mount, all
+# writing into one local Garage 2.5.0 bucket (each contestant under its own key prefix).
+#
+# Usage: scripts/bench.sh [--quick] [--size SIZE] [--repeat N] [--only LIST] [--no-build]
+#   --quick      small sizes, one repeat, no 4 GiB file (under 3 minutes once built)
+#   --size SIZE  the large file (default 1GiB; 64MiB with --quick), e.g. 512MiB, 2GiB
+#   --repeat N   runs per measurement (default 3; 1 with --quick); the table shows median (min–max)
+#   --only LIST  comma-separated contestants: raw,s3upfs,s3fs,rclone-off,rclone-writes
+#   --no-build   use the binaries already built (cargo's target dir)
+#   --profile P  cargo profile to build and run (default release; the test suite's smoke run
+#                uses dev so it needs no second full build — its figures mean nothing)
+#
+# Writes bench/results/<date>[-quick].md (the tables, also printed) and a .png chart beside
+# it. Everything it starts (Garage, daemons) and mounts is stopped and unmounted on exit,
+# failure or Ctrl-C; its temp dir (S3UPFS_BENCH_TMPDIR, default /tmp) is removed unless
+# S3UPFS_BENCH_KEEP=1.
+#
+# Workloads (each contestant gets a fresh mount per workload, so CPU and peak RSS are the
+# workload's own):
+#   large     cp of one random file; MiB/s until the object exists with its full size
+#   parallel  8 concurrent cp of 256 MiB files
+#   small     rsync -a of 1,000 × 16 KiB files in 20 dirs; files/s, S3 requests per file,
+#             then a second rsync -a --stats that should transfer 0 files
+#   scale     s3upfs only: cp of 256 MiB, 1 GiB, 4 GiB; the daemon's peak RSS must stay flat
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+MiB=$((1 << 20))
+GiB=$((1 << 30))
+
+# ---------------------------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------------------------
+
+quick=0
+size_arg=""
+repeat_arg=""
+only="raw,s3upfs,s3fs,rclone-off,rclone-writes"
+build=1
+profile=release
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+# "1GiB", "64M", "512k" or bytes -> bytes.
+parse_size() {
+  local text=$1 number unit
+  number=${text%%[!0-9]*}
+  unit=${text#"$number"}
+  [ -n "$number" ] || { echo "bad size: $text" >&2; return 1; }
+  case "${unit,,}" in
+    "" | b) echo "$number" ;;
+    k | kb | kib) echo $((number << 10)) ;;
+    m | mb | mib) echo $((number << 20)) ;;
+    g | gb | gib) echo $((number << 30)) ;;
+    *) echo "bad size: $text" >&2; return 1 ;;
+  esac
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --size) size_arg=$(parse_size "${2:?--size needs a value}"); shift ;;
+    --repeat) repeat_arg=${2:?--repeat needs a value}; shift ;;
+    --only) only=${2:?--only needs a value}; shift ;;
+    --no-build) build=0 ;;
+    --profile) profile=${2:?--profile needs a value}; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [ "$quick" = 1 ]; then
+  large_size=${size_arg:-$((64 * MiB))}
+  repeat=${repeat_arg:-1}
+  parallel_size=$((32 * MiB)) # 8 writers; 256 MiB each would take minutes per contestant here
+  small_count=100
+  scale_sizes=($((256 * MiB)) $((1 * GiB)))
+else
+  large_size=${size_arg:-$((1 * GiB))}
+  repeat=${repeat_arg:-3}
+  parallel_size=$((256 * MiB))
+  small_count=1000
+  scale_sizes=($((256 * MiB)) $((1 * GiB)) $((4 * GiB)))
+fi
+parallel_writers=8
+quick_suffix=""
+[ "$quick" = 0 ] || quick_suffix=-quick
+small_size=$((16 << 10))
+small_dirs=20
+IFS=, read -r -a contestants <<<"$only"
+for c in "${contestants[@]}"; do
+  case "$c" in
+    raw | s3upfs | s3fs | rclone-off | rclone-writes) ;;
+    *) echo "unknown contestant: $c" >&2; exit 2 ;;
+  esac
+done
+has_contestant() { [[ " ${contestants[*]} " == *" $1 "* ]]; }
+[[ "$repeat" =~ ^[1-9][0-9]*$ ]] || { echo "--repeat needs a positive number" >&2; exit 2; }
+
+# Same part size and concurrency for everyone: the comparison is about the data path.
+part_mib=8
+concurrency=8
+
+# ---------------------------------------------------------------------------------------------
+# Logging, temp dir, cleanup
+# ---------------------------------------------------------------------------------------------
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+mib() { awk -v b="$1" 'BEGIN { printf "%g", b / 1048576 }'; }
+
+work=$(mktemp -d "${S3UPFS_BENCH_TMPDIR:-/tmp}/s3upfs-bench.XXXXXX")
+state=$work/state # what cleanup must undo, written as things start (also from subshells)
+mkdir -p "$state" "$work/src" "$work/mnt" "$work/logs"
+: >"$state/pids"
+: >"$state/mounts"
+records=$work/records.tsv # workload, contestant, field, value: one measurement per line
+: >"$records"
+
+# Whether a path is a mount in the kernel's table. Unlike mountpoint(1) this never touches
+# the filesystem, so it cannot hang on a daemon that does not answer.
+is_mounted() { awk -v m="$1" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; }
+
+# Unmounts without looking at the filesystem (-c: no path canonicalisation, which would stat
+# it). A mount still busy or whose daemon hangs is detached lazily.
+detach_mount() {
+  is_mounted "$1" || return 0
+  timeout -s KILL 30 umount -c "$1" 2>/dev/null || umount -c -l "$1" 2>/dev/null || true
+}
+
+# Unmounts everything recorded in $state/mounts and stops every recorded process except
+# Garage (or Garage too with "all"). Safe to call repeatedly.
+release() {
+  local scope=${1:-daemons} mnt pid name
+  while read -r mnt; do
+    [ -z "$mnt" ] || detach_mount "$mnt"
+  done < <(tac "$state/mounts" 2>/dev/null)
+  while read -r pid name; do
+    [ -n "$pid" ] || continue
+    [ "$name" != garage ] || [ "$scope" = all ] || continue
+    stop_pid "$pid"
+  done < <(tac "$state/pids" 2>/dev/null)
+}
+
+# Kills a process and all its descendants (found through /proc, by parent pid).
+kill_tree() {
+  local pid=$1 child
+  for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill_tree "$child"; done
+  kill -TERM "$pid" 2>/dev/null || true
+}
+
+# Waits up to 30 s for a process to exit (an unmounted daemon ends by itself), then signals it.
+stop_pid() {
+  local pid=$1 i
+  for i in $(seq 300); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    [ "$i" != 100 ] || kill -TERM "$pid" 2>/dev/null || true
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup_done=0
+pair_pid=""
+cleanup() {
+  [ "$cleanup_done" = 0 ] || return 0
+  cleanup_done=1
+  # A workload still running (interrupted): stop its commands before unmounting under them.
+  [ -z "$pair_pid" ] || kill_tree "$pair_pid"
+  release all
+  if [ "${S3UPFS_BENCH_KEEP:-0}" = 1 ]; then
+    log "keeping $work"
+  else
+    rm -rf "$work"
+  fi
+}
+trap cleanup EXIT
+trap 'log interrupted; exit 130' INT TERM
+
+# ---------------------------------------------------------------------------------------------
+# Setup: packages, binaries, Garage, source data
+# ---------------------------------------------------------------------------------------------
+
+install_tools() {
+  log "checking packages (fuse3 rsync s3fs rclone gnuplot-nox openssl curl)"
+  scripts/install-deps.sh s3fs rclone gnuplot-nox openssl curl
+  garage_bin=$(scripts/install-garage.sh)
+  if [ "$build" = 1 ]; then
+    log "building $profile binaries (cargo build --profile $profile --bins --examples)"
+    cargo build --profile "$profile" --bins --examples --quiet
+  fi
+  # Wherever cargo puts them (CARGO_TARGET_DIR, .cargo/config): ask cargo.
+  local target
+  target=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  target=${target:-$repo/target}
+  local dir=$profile
+  [ "$dir" != dev ] || dir=debug
+  s3upfs_bin=$target/$dir/s3upfs
+  raw_bin=$target/$dir/examples/raw_upload
+  [ -x "$s3upfs_bin" ] && [ -x "$raw_bin" ] || die "$profile binaries missing in $target/$dir (drop --no-build)"
+}
+
+# The raw example doubles as the S3 probe (head/wait/count/get): no aws CLI needed.
+raw() { "$raw_bin" "$@"; }
+
+# A TCP port nobody listens on (Garage gets three; a clash is retried in start_garage).
+free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 40000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+  done
+}
+
+garage_version() { "$garage_bin" --version 2>/dev/null | head -1 | awk '{ sub(/.*:/, "", $2); print $2 }'; }
+
+hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
+
+start_garage() {
+  local dir=$work/garage attempt
+  export AWS_ACCESS_KEY_ID="GK$(hex 12)" AWS_SECRET_ACCESS_KEY=$(hex 32) AWS_REGION=garage
+  export S3_BUCKET=s3upfs-bench
+  unset AWS_CA_BUNDLE AWS_PROFILE AWS_SESSION_TOKEN # rclone 1.60 refuses to start with AWS_CA_BUNDLE set
+  admin_token=$(hex 32)
+  for attempt in 1 2 3; do
+    rm -rf "$dir" && mkdir -p "$dir"
+    rpc_port=$(free_port) s3_port=$(free_port) admin_port=$(free_port)
+    export S3_ENDPOINT=http://127.0.0.1:$s3_port
+    # Fast settings so the server is not the bottleneck more than it must be: no compression
+    # (zstd costs CPU), no fsync (a benchmark of the client, not of the disk).
+    cat >"$dir/garage.toml" <<EOF
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "lmdb"
+metadata_fsync = false
+data_fsync = false
+compression_level = "none"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc_port"
+rpc_public_addr = "127.0.0.1:$rpc_port"
+rpc_secret = "$(hex 32)"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$s3_port"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:$admin_port"
+admin_token = "$admin_token"
+EOF
+    GARAGE_DEFAULT_ACCESS_KEY=$AWS_ACCESS_KEY_ID GARAGE_DEFAULT_SECRET_KEY=$AWS_SECRET_ACCESS_KEY \
+      GARAGE_DEFAULT_BUCKET=$S3_BUCKET NO_COLOR=1 RUST_LOG=garage=warn \
+      "$garage_bin" -c "$dir/garage.toml" server --single-node --default-bucket \
+      </dev/null >"$work/logs/garage.log" 2>&1 &
+    garage_pid=$!
+    echo "$garage_pid garage" >>"$state/pids"
+    local i
+    for i in $(seq 600); do
+      kill -0 "$garage_pid" 2>/dev/null || break
+      if raw count ready-probe/ >/dev/null 2>&1; then
+        log "garage $(garage_version) on $S3_ENDPOINT (admin :$admin_port)"
+        return 0
+      fi
+      sleep 0.1
+    done
+    stop_pid "$garage_pid"
+    log "garage did not start (attempt $attempt): $(tail -3 "$work/logs/garage.log")"
+  done
+  die "could not start Garage; log: $work/logs/garage.log"
+}
+
+# Source data: one pseudo-random file (AES-CTR keystream: incompressible and ~1 GB/s, where
+# /dev/urandom manages ~100 MB/s here); every other source is a slice of it.
+#
+# Garage stores data as content-addressed 1 MiB blocks and skips blocks it already has. All
+# contestants use 8 MiB parts, so their blocks line up, and a repeat of a file finds its
+# blocks stored while the first upload does not. To give every timed upload the same server
+# path, the whole file is uploaded once before any timing ("warm-up").
+make_sources() {
+  local big=0 s i sizes=("$large_size" $((parallel_writers * parallel_size)))
+  ! has_contestant s3upfs || sizes+=("${scale_sizes[@]}")
+  for s in "${sizes[@]}"; do
+    [ "$s" -le "$big" ] || big=$s
+  done
+  log "generating $(mib "$big") MiB of source data"
+  openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:$(hex 16)" </dev/zero 2>/dev/null |
+    head -c "$big" >"$work/src/big.bin" || true # openssl dies of SIGPIPE: expected
+  [ "$(stat -c %s "$work/src/big.bin")" = "$big" ] || die "generating source data failed"
+  slice() { dd if="$work/src/big.bin" of="$2" bs=1M skip=$(($1 / MiB)) count=$(($3 / MiB)) status=none; }
+  slice 0 "$work/src/large.bin" "$large_size"
+  large_md5=$(md5sum <"$work/src/large.bin" | cut -d' ' -f1)
+  for i in $(seq "$parallel_writers"); do
+    slice $(((i - 1) * parallel_size)) "$work/src/parallel-$i.bin" "$parallel_size"
+  done
+  parallel_md5=$(md5sum <"$work/src/parallel-1.bin" | cut -d' ' -f1)
+  for s in "${scale_sizes[@]}"; do
+    [ -e "$work/src/scale-$s.bin" ] || slice 0 "$work/src/scale-$s.bin" "$s"
+  done
+  # Small files: 16 KiB each, spread over 20 directories, each file distinct.
+  local per rest count d
+  per=$((small_count / small_dirs)) rest=$((small_count % small_dirs))
+  for d in $(seq "$small_dirs"); do
+    count=$((per + (d <= rest ? 1 : 0)))
+    mkdir -p "$work/src/small/d$(printf %02d "$d")"
+    [ "$count" -gt 0 ] || continue
+    head -c $((count * small_size)) /dev/urandom |
+      split -b "$small_size" -d -a 4 --additional-suffix=.bin - "$work/src/small/d$(printf %02d "$d")/f"
+  done
+  [ "$(find "$work/src/small" -type f | wc -l)" = "$small_count" ] || die "small files missing"
+  log "warm-up: uploading the source data once (see make_sources)"
+  raw put "$work/src/big.bin" warmup/big.bin >/dev/null
+  raw put-dir "$work/src/small" warmup/small >/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------------------
+
+clk_tck=$(getconf CLK_TCK)
+
+now() { date +%s.%N; }
+
+# utime+stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat; the comm
+# field may contain spaces, so count from the closing parenthesis).
+cpu_ticks() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+  echo "${stat##*) }" | awk '{ print $12 + $13 }'
+}
+
+# Peak resident set size of a process in KiB (VmHWM: the high-water mark since it started;
+# every workload uses a fresh daemon, so this is the workload's peak).
+peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# Garage's S3 request counters: "Endpoint count" lines.
+request_counters() {
+  curl -fsS -H "Authorization: Bearer $admin_token" "http://127.0.0.1:$admin_port/metrics" |
+    sed -n 's/^api_s3_request_counter{.*api_endpoint="\([A-Za-z0-9]*\)".*} \([0-9.e+]*\)$/\1 \2/p' |
+    awk '{ n[$1] += $2 } END { for (e in n) printf "%s %d\n", e, n[e] }' | sort
+}
+
+# record WORKLOAD CONTESTANT FIELD VALUE
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$records"; }
+
+# Marks a contestant's workload as failed (the table says why) and ends its subshell.
+fail() {
+  record "$workload" "$contestant" status "failed: $*"
+  log "$contestant/$workload FAILED: $*"
+  exit 1
+}
+
+# Values of one field, one per line.
+values() { awk -F'\t' -v w="$1" -v c="$2" -v f="$3" '$1 == w && $2 == c && $3 == f { print $4 }' "$records"; }
+
+# "median (min–max)" of a field, with a printf format; "–" when there is no value.
+summary() {
+  local fmt=$4
+  values "$1" "$2" "$3" | sort -g | awk -v fmt="$fmt" '
+    { v[NR] = $1 }
+    END {
+      if (NR == 0) { printf "–"; exit }
+      med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+      printf fmt, med
+      if (NR > 1) { printf " (" fmt "–" fmt ")", v[1], v[NR] }
+    }'
+}
+
+# The plain median (for the chart; "-" when missing).
+median() {
+  values "$1" "$2" "$3" | sort -g | awk '{ v[NR] = $1 } END {
+    if (NR == 0) { print "-"; exit }
+    print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+max_of() { values "$1" "$2" "$3" | sort -g | tail -1; }
+
+# The first value of a field, or "–".
+first_value() { values "$1" "$2" "$3" | awk 'NR == 1 { v = $0 } END { print (NR ? v : "–") }'; }
+
+# ---------------------------------------------------------------------------------------------
+# Contestants: mount / unmount
+# ---------------------------------------------------------------------------------------------
+
+# Mounts the bucket's root for a contestant at $mnt and sets $daemon_pid; "raw" mounts nothing.
+# Each contestant writes under its own top-level directory (= key prefix).
+mount_contestant() {
+  local c=$1 logf=$work/logs/$1-$workload.log
+  daemon_pid=""
+  mnt=$work/mnt/$c-$workload
+  [ "$c" != raw ] || return 0
+  mkdir -p "$mnt"
+  echo "$mnt" >>"$state/mounts"
+  case "$c" in
+    s3upfs)
+      "$s3upfs_bin" mount "s3://$S3_BUCKET/" "$mnt" --endpoint-url "$S3_ENDPOINT" --region garage \
+        --force-path-style --foreground --part-size "${part_mib}MiB" --max-concurrency "$concurrency" \
+        --max-memory 2GiB </dev/null >"$logf" 2>&1 &
+      ;;
+    s3fs)
+      # endpoint= is the signing region; multipart_size is in MiB.
+      printf '%s:%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$work/s3fs.passwd"
+      chmod 600 "$work/s3fs.passwd"
+      s3fs "$S3_BUCKET" "$mnt" -f -o "url=$S3_ENDPOINT" -o use_path_request_style -o endpoint=garage \
+        -o "passwd_file=$work/s3fs.passwd" -o "multipart_size=$part_mib" -o "parallel_count=$concurrency" \
+        -o dbglevel=warn </dev/null >"$logf" 2>&1 &
+      ;;
+    rclone-off | rclone-writes)
+      # The remote comes from the environment: no config file to write or leak.
+      RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
+        RCLONE_CONFIG_BENCH_ENDPOINT="$S3_ENDPOINT" RCLONE_CONFIG_BENCH_REGION=garage \
+        RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
+        RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
+        RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true RCLONE_CONFIG_BENCH_NO_CHECK_BUCKET=true \
+        rclone mount "bench:$S3_BUCKET" "$mnt" --vfs-cache-mode "${c#rclone-}" \
+        --cache-dir "$work/rclone-cache-$c" --s3-chunk-size "${part_mib}M" \
+        --s3-upload-concurrency "$concurrency" --config /dev/null --log-level INFO \
+        </dev/null >"$logf" 2>&1 &
+      ;;
+  esac
+  daemon_pid=$!
+  echo "$daemon_pid $c" >>"$state/pids"
+  local i
+  for i in $(seq 300); do
+    kill -0 "$daemon_pid" 2>/dev/null || fail "mount exited: $(tail -2 "$logf" | tr '\n' ' ')"
+    if is_mounted "$mnt"; then
+      # In the kernel's table; mountpoint(1) stats it, so the daemon must answer too.
+      timeout -s KILL 10 mountpoint -q "$mnt" ||
+        fail "mounted, but the mountpoint does not answer a stat within 10 s"
+      mkdir -p "$mnt/$c"
+      return 0
+    fi
+    sleep 0.1
+  done
+  fail "not mounted after 30 s: $(tail -2 "$logf" | tr '\n' ' ')"
+}
+
+unmount_contestant() {
+  [ -n "$daemon_pid" ] || return 0
+  detach_mount "$mnt"
+  stop_pid "$daemon_pid"
+  daemon_pid=""
+}
+
+# ---------------------------------------------------------------------------------------------
+# Timed uploads
+# ---------------------------------------------------------------------------------------------
+
+# Runs one timed upload of files to keys (pairs SRC KEY ...) and records MiB/s, the
+# contestant's CPU s/GiB and Garage's CPU s/GiB. The clock runs from the start of cp until
+# every object exists with its full size (HEAD), so a write-back cache gets no credit for
+# returning early.
+timed_upload() {
+  local srcs=() keys=() sizes=() total=0
+  while [ $# -gt 0 ]; do
+    srcs+=("$1") keys+=("$2") sizes+=("$(stat -c %s "$1")")
+    total=$((total + ${sizes[-1]}))
+    shift 2
+  done
+  sync # earlier dirty data (s3fs/rclone staging files) should not be written back now
+  local t0 t1 c0 c1 g0 g1 cpu out i rc pids=() wait_args=()
+  g0=$(cpu_ticks "$garage_pid")
+  if [ "$contestant" = raw ]; then
+    local pairs=()
+    for i in "${!srcs[@]}"; do pairs+=("${srcs[$i]}" "${keys[$i]}"); done
+    t0=$(now)
+    out=$(raw put --part-size "${part_mib}MiB" --concurrency "$concurrency" "${pairs[@]}" 2>&1) ||
+      fail "raw_upload put: $out"
+    cpu=$(sed -n 's/.*cpu_seconds=\([0-9.]*\).*/\1/p' <<<"$out")
+    record "$workload" "$contestant" rss_kib "$(sed -n 's/.*max_rss_kib=\([0-9]*\).*/\1/p' <<<"$out")"
+  else
+    c0=$(cpu_ticks "$daemon_pid")
+    t0=$(now)
+    # Generous limit: a hung filesystem must not hang the benchmark.
+    for i in "${!srcs[@]}"; do
+      timeout -k 10 600 cp "${srcs[$i]}" "$mnt/${keys[$i]}" 2>>"$work/logs/cp.err" &
+      pids+=($!)
+    done
+    for i in "${!pids[@]}"; do
+      rc=0
+      wait "${pids[$i]}" || rc=$?
+      [ "$rc" = 0 ] || fail "cp to ${keys[$i]} exited $rc: $(tail -1 "$work/logs/cp.err")"
+    done
+  fi
+  for i in "${!keys[@]}"; do wait_args+=("${keys[$i]}" "${sizes[$i]}"); done
+  out=$(raw wait --timeout 300 "${wait_args[@]}" 2>&1) || fail "objects incomplete: $out"
+  t1=$(now)
+  g1=$(cpu_ticks "$garage_pid")
+  if [ "$contestant" != raw ]; then
+    c1=$(cpu_ticks "$daemon_pid")
+    kill -0 "$daemon_pid" 2>/dev/null || fail "daemon died"
+    cpu=$(awk -v a="$c0" -v b="$c1" -v t="$clk_tck" 'BEGIN { print (b - a) / t }')
+  fi
+  local gib seconds
+  gib=$(awk -v b="$total" 'BEGIN { print b / 1073741824 }')
+  seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+  record "$workload" "$contestant" mibs "$(awk -v b="$total" -v s="$seconds" 'BEGIN { print b / 1048576 / s }')"
+  record "$workload" "$contestant" cpu_per_gib "$(awk -v c="$cpu" -v g="$gib" 'BEGIN { print c / g }')"
+  record "$workload" "$contestant" garage_cpu_per_gib "$(awk -v a="$g0" -v b="$g1" -v t="$clk_tck" -v g="$gib" 'BEGIN { print (b - a) / t / g }')"
+  log "$contestant/$workload: $(mib "$total") MiB in $(printf %.2f "$seconds") s"
+}
+
+# GETs an object and compares its MD5 with the source's.
+verify_md5() {
+  local key=$1 want=$2 got
+  got=$(raw get "$key" 2>/dev/null | md5sum | cut -d' ' -f1)
+  if [ "$got" = "$want" ]; then
+    record "$workload" "$contestant" verified yes
+  else
+    fail "wrong bytes in $key (md5 $got, source $want)"
+  fi
+}
+
+# Records the daemon's peak RSS before it goes away (raw recorded its own in timed_upload).
+record_peak_rss() {
+  [ -z "$daemon_pid" ] || record "$workload" "$contestant" rss_kib "$(peak_rss_kib "$daemon_pid")"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Workloads (each runs in a subshell per contestant: a failure ends only that one)
+# ---------------------------------------------------------------------------------------------
+
+workload_large() {
+  local r
+  mount_contestant "$contestant"
+  [ "$contestant" = raw ] || mkdir -p "$mnt/$contestant/large"
+  for r in $(seq "$repeat"); do
+    timed_upload "$work/src/large.bin" "$contestant/large/r$r.bin"
+  done
+  record_peak_rss
+  verify_md5 "$contestant/large/r1.bin" "$large_md5"
+  unmount_contestant
+}
+
+workload_parallel() {
+  local r i args
+  mount_contestant "$contestant"
+  for r in $(seq "$repeat"); do
+    args=()
+    [ "$contestant" = raw ] || mkdir -p "$mnt/$contestant/parallel-r$r"
+    for i in $(seq "$parallel_writers"); do
+      args+=("$work/src/parallel-$i.bin" "$contestant/parallel-r$r/f$i.bin")
+    done
+    timed_upload "${args[@]}"
+  done
+  record_peak_rss
+  verify_md5 "$contestant/parallel-r1/f1.bin" "$parallel_md5"
+  unmount_contestant
+}
+
+workload_scale() {
+  local s r
+  for s in "${scale_sizes[@]}"; do
+    workload=scale-$s
+    mount_contestant "$contestant"
+    mkdir -p "$mnt/$contestant/scale"
+    for r in $(seq "$repeat"); do
+      timed_upload "$work/src/scale-$s.bin" "$contestant/scale/$s-r$r.bin"
+    done
+    record_peak_rss
+    unmount_contestant
+  done
+}
+
+workload_small() {
+  local r prefix dest t0 t1 c0 c1 g0 g1 rc out objects bytes own_lists
+  mount_contestant "$contestant"
+  for r in $(seq "$repeat"); do
+    prefix=$contestant/small-r$r/
+    sync
+    request_counters >"$work/req-before"
+    g0=$(cpu_ticks "$garage_pid")
+    [ -z "$daemon_pid" ] || c0=$(cpu_ticks "$daemon_pid")
+    t0=$(now)
+    if [ "$contestant" = raw ]; then
+      out=$(raw put-dir --concurrency "$concurrency" "$work/src/small" "${prefix%/}" 2>&1) || fail "raw_upload put-dir: $out"
+      c0=0 c1=$(awk -v s="$(sed -n 's/.*cpu_seconds=\([0-9.]*\).*/\1/p' <<<"$out")" -v t="$clk_tck" 'BEGIN { print s * t }')
+      record "$workload" "$contestant" rss_kib "$(sed -n 's/.*max_rss_kib=\([0-9]*\).*/\1/p' <<<"$out")"
+    else
+      dest=$mnt/${prefix%/}
+      rc=0
+      timeout -k 10 900 rsync -a "$work/src/small/" "$dest/" 2>"$work/logs/rsync.err" || rc=$?
+      if [ "$rc" != 0 ]; then
+        out=$(raw count "$prefix" 2>&1 || true)
+        fail "rsync exited $rc ($(grep -m1 -o 'rsync: .*' "$work/logs/rsync.err" | sed "s|$mnt/||g" | cut -c1-100)); $(sed -n 's/.*objects=\([0-9]*\).*/\1/p' <<<"$out") of $small_count objects stored"
+      fi
+    fi
+    # The clock stops when every file is an object (a write-back cache is still uploading).
+    out=$(raw count --expect "$small_count" --timeout 300 "$prefix" 2>&1) || fail "$out"
+    t1=$(now)
+    [ -z "$daemon_pid" ] || c1=$(cpu_ticks "$daemon_pid")
+    g1=$(cpu_ticks "$garage_pid")
+    request_counters >"$work/req-after"
+    objects=$(sed -n 's/.*objects=\([0-9]*\).*/\1/p' <<<"$out")
+    bytes=$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' <<<"$out")
+    [ "$objects" = "$small_count" ] && [ "$bytes" = $((small_count * small_size)) ] ||
+      fail "expected $small_count objects of $small_size bytes, found $objects objects, $bytes bytes"
+    # Our own listings (raw count) are not the contestant's requests.
+    own_lists=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
+    join -a2 -e0 -o 0,1.2,2.2 "$work/req-before" "$work/req-after" |
+      awk -v own="$own_lists" -v w="$workload" -v c="$contestant" -v n="$small_count" 'BEGIN { OFS = "\t" }
+        { d = $3 - $2; if ($1 == "ListObjectsV2") d -= own; if (d > 0) print w, c, "req:" $1, d / n }' >>"$records"
+    record "$workload" "$contestant" files_per_s "$(awk -v n="$small_count" -v a="$t0" -v b="$t1" 'BEGIN { print n / (b - a) }')"
+    record "$workload" "$contestant" cpu_ms_per_file "$(awk -v a="$c0" -v b="$c1" -v t="$clk_tck" -v n="$small_count" 'BEGIN { print (b - a) / t / n * 1000 }')"
+    record "$workload" "$contestant" cpu_per_gib "$(awk -v a="$c0" -v b="$c1" -v t="$clk_tck" -v g="$((small_count * small_size))" 'BEGIN { print (b - a) / t / (g / 1073741824) }')"
+    record "$workload" "$contestant" garage_cpu_per_gib "$(awk -v a="$g0" -v b="$g1" -v t="$clk_tck" -v g="$((small_count * small_size))" 'BEGIN { print (b - a) / t / (g / 1073741824) }')"
+    log "$contestant/$workload: $small_count files in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s"
+    # A second rsync must find everything up to date: sizes and mtimes survived.
+    if [ "$contestant" != raw ] && [ "$r" = 1 ]; then
+      rc=0
+      out=$(timeout -k 10 900 rsync -a --stats "$work/src/small/" "$dest/" 2>&1) || rc=$?
+      [ "$rc" = 0 ] || fail "second rsync exited $rc: $(grep -m1 'rsync' <<<"$out" | cut -c1-80)"
+      record "$workload" "$contestant" rerun_transferred "$(sed -n 's/^Number of regular files transferred: *\([0-9,]*\).*/\1/p' <<<"$out" | tr -d ,)"
+    fi
+  done
+  record_peak_rss
+  unmount_contestant
+}
+
+# Runs one workload for one contestant in a subshell: errexit works there (it would not in
+# an `if`), a failure ends only this pair, and whatever it mounted or started is released.
+run_pair() {
+  local rc=0
+  log "== $1: $2"
+  local lines
+  lines=$(wc -l <"$records")
+  rm -f "$state/last-error"
+  # In the background, with `wait`: the INT/TERM trap runs at once instead of after the
+  # workload (bash defers traps while a foreground child runs).
+  (
+    workload=$1 contestant=$2
+    trap - INT TERM
+    # Where an unexpected command failed, for the table (fail() records its own reason).
+    set -E
+    trap 'echo "$workload $contestant line $LINENO: $BASH_COMMAND" >"$state/last-error"' ERR
+    "workload_$1"
+    record "$workload" "$contestant" status ok
+  ) </dev/null &
+  pair_pid=$!
+  wait "$pair_pid" || rc=$?
+  pair_pid=""
+  release
+  if [ "$rc" != 0 ]; then
+    if ! tail -n +$((lines + 1)) "$records" | grep -q "status	failed"; then
+      local w c rest
+      read -r w c rest <"$state/last-error" 2>/dev/null || { w=$1 rest="exit $rc"; }
+      record "$w" "$2" status "failed: $rest"
+    fi
+    log "$2/$1 failed (rc $rc), going on"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+# "ok" or the first failure.
+status_of() {
+  local s
+  s=$(values "$1" "$2" status | grep -m1 -v '^ok$' || true)
+  echo "${s:-ok}"
+}
+
+rss_mib() {
+  local kib
+  kib=$(max_of "$1" "$2" rss_kib)
+  [ -n "$kib" ] && awk -v k="$kib" 'BEGIN { printf "%.0f", k / 1024 }' || echo "–"
+}
+
+label() {
+  case "$1" in
+    raw) echo "raw aws-sdk-s3 (baseline)" ;;
+    s3upfs) echo "s3upfs" ;;
+    s3fs) echo "s3fs-fuse $(s3fs --version 2>/dev/null | sed -n 's/.*V\([0-9.]*\).*/\1/p' | head -1)" ;;
+    rclone-off) echo "rclone $(rclone version 2>/dev/null | sed -n 's/^rclone v\([0-9.]*\).*/\1/p') mount, cache off" ;;
+    rclone-writes) echo "rclone $(rclone version 2>/dev/null | sed -n 's/^rclone v\([0-9.]*\).*/\1/p') mount, cache writes" ;;
+  esac
+}
+
+# Chart axis labels.
+short_label() {
+  case "$1" in
+    raw) echo "raw SDK" ;;
+    s3fs) echo "s3fs-fuse" ;;
+    rclone-off) echo "rclone (off)" ;;
+    rclone-writes) echo "rclone (writes)" ;;
+    *) echo "$1" ;;
+  esac
+}
+
+throughput_table() {
+  local w=$1 c
+  echo "| contestant | MiB/s | CPU s/GiB | peak RSS MiB | Garage CPU s/GiB | bytes | status |"
+  echo "|---|---|---|---|---|---|---|"
+  for c in "${contestants[@]}"; do
+    echo "| $(label "$c") | $(summary "$w" "$c" mibs %.0f) | $(summary "$w" "$c" cpu_per_gib %.2f) |" \
+      "$(rss_mib "$w" "$c") | $(summary "$w" "$c" garage_cpu_per_gib %.1f) |" \
+      "$(first_value "$w" "$c" verified | sed 's/yes/md5 ok/') | $(status_of "$w" "$c") |"
+  done
+}
+
+small_table() {
+  local c breakdown total
+  echo "| contestant | files/s | S3 requests per file | by operation | CPU ms/file | CPU s/GiB | peak RSS MiB | 2nd rsync: files re-sent | status |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  for c in "${contestants[@]}"; do
+    # Per-operation means over the repeats.
+    breakdown=$(awk -F'\t' -v c="$c" -v r="$repeat" '$1 == "small" && $2 == c && $3 ~ /^req:/ {
+        sub(/^req:/, "", $3); n[$3] += $4 }
+      END { for (e in n) printf "%s %.2f\n", e, n[e] / r }' "$records" | sort -k2,2gr)
+    total=$(printf '%s' "$breakdown" | awk '{ t += $2 } END { if (NR) printf "%.2f", t; else printf "–" }')
+    breakdown=$(printf '%s' "$breakdown" | awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }')
+    echo "| $(label "$c") | $(summary small "$c" files_per_s %.0f) | $total | ${breakdown:-–} |" \
+      "$(summary small "$c" cpu_ms_per_file %.2f) | $(summary small "$c" cpu_per_gib %.1f) | $(rss_mib small "$c") |" \
+      "$(first_value small "$c" rerun_transferred) | $(status_of small "$c") |"
+  done
+}
+
+scale_table() {
+  local s first="" last=""
+  echo "| file size | MiB/s | CPU s/GiB | peak RSS MiB | Garage CPU s/GiB | status |"
+  echo "|---|---|---|---|---|---|"
+  for s in "${scale_sizes[@]}"; do
+    echo "| $(mib "$s") MiB | $(summary "scale-$s" s3upfs mibs %.0f) | $(summary "scale-$s" s3upfs cpu_per_gib %.2f) |" \
+      "$(rss_mib "scale-$s" s3upfs) | $(summary "scale-$s" s3upfs garage_cpu_per_gib %.1f) | $(status_of "scale-$s" s3upfs) |"
+    last=$(max_of "scale-$s" s3upfs rss_kib)
+    first=${first:-$last}
+  done
+  if [ -n "$first" ] && [ -n "$last" ]; then
+    echo
+    awk -v a="$first" -v b="$last" 'BEGIN {
+      printf "Peak RSS at the largest size is %.2f× the smallest: %s\n", b / a,
+        (b <= 1.5 * a ? "flat" : "GROWS with the file size") }'
+  fi
+}
+
+report() {
+  local c
+  echo "# s3upfs benchmark $(date '+%Y-%m-%d %H:%M')${quick_suffix:+ (quick)}"
+  echo
+  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo) GiB RAM;" \
+    "Garage $(garage_version) on 127.0.0.1" \
+    "(compression none, no fsync); s3upfs $(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?')."
+  echo "Everyone: ${part_mib} MiB parts, ${concurrency} uploads in flight. ${repeat} run(s) per figure: median (min–max)."
+  echo "Throughput counts until the object exists with its full size (HEAD). CPU and peak RSS are"
+  echo "the filesystem daemon's (for the baseline: the uploading process); Garage's CPU is beside it."
+  echo
+  echo "## Large file: cp of $(mib "$large_size") MiB"
+  echo
+  throughput_table large
+  echo
+  echo "## Parallel writers: $parallel_writers concurrent cp of $(mib "$parallel_size") MiB"
+  echo
+  throughput_table parallel
+  echo
+  echo "## Small files: rsync -a of $small_count × $((small_size >> 10)) KiB in $small_dirs directories"
+  echo
+  echo "files/s until all objects are listed; requests from Garage's counters (the bench's own listings subtracted)."
+  echo
+  small_table
+  if has_contestant s3upfs; then
+    echo
+    echo "## Scale: s3upfs, one cp per size"
+    echo
+    scale_table
+  fi
+}
+
+# Bar chart of the main figures: MiB/s (large, parallel) and CPU s/GiB per contestant.
+chart() {
+  local data=$work/chart.dat png=$1 c
+  {
+    echo "# contestant large parallel cpu_large cpu_parallel"
+    for c in "${contestants[@]}"; do
+      echo "\"$(short_label "$c")\" $(median large "$c" mibs) $(median parallel "$c" mibs)" \
+        "$(median large "$c" cpu_per_gib) $(median parallel "$c" cpu_per_gib)"
+    done
+  } >"$data"
+  gnuplot -e "datafile='$data'; outfile='$png'; n=${#contestants[@]}; title_suffix='$(mib "$large_size") MiB file, $parallel_writers × $(mib "$parallel_size") MiB parallel, Garage on 127.0.0.1, $(nproc) cores'" \
+    "$repo/bench/chart.gp" 2>"$work/logs/gnuplot.err" || log "chart failed: $(cat "$work/logs/gnuplot.err")"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+main() {
+  local started c
+  install_tools
+  started=$(date +%s) # the bench itself, without installs and builds
+  start_garage
+  make_sources
+  for c in "${contestants[@]}"; do run_pair large "$c"; done
+  for c in "${contestants[@]}"; do run_pair parallel "$c"; done
+  for c in "${contestants[@]}"; do run_pair small "$c"; done
+  if has_contestant s3upfs; then run_pair scale s3upfs; fi
+
+  mkdir -p "$repo/bench/results"
+  local base
+  base=$repo/bench/results/$(date +%Y-%m-%dT%H%M)$quick_suffix
+  cp "$records" "$base.tsv" # the raw measurements, for a second look
+  report >"$base.md"
+  echo "" >>"$base.md"
+  echo "Total bench time: $(($(date +%s) - started)) s." >>"$base.md"
+  chart "$base.png"
+  echo
+  cat "$base.md"
+  echo
+  log "wrote $base.md and $base.png"
+}
+
+main
