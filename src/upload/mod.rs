@@ -2,6 +2,7 @@
 //! mount-wide upload pool they feed.
 
 pub mod budget;
+pub mod buffers;
 pub mod pool;
 pub mod schedule;
 pub mod writer;

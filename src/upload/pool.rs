@@ -15,6 +15,7 @@ use crossbeam_channel::{Receiver, Sender};
 use log::{debug, error, info, warn};
 
 use super::budget::Reservation;
+use super::buffers::BufferPool;
 use crate::s3::{ObjectHeaders, S3Client, UploadedPart};
 
 /// CRC32C of `data`, base64 as S3's `x-amz-checksum-crc32c` wants it.
@@ -156,8 +157,8 @@ struct PartJob {
     upload: Arc<MultipartUpload>,
     part_number: u32,
     data: Bytes,
-    /// Returned to the budget when the job is dropped, i.e. when the part is done.
-    _reservation: Reservation,
+    /// Returned to the budget once the part is done.
+    reservation: Reservation,
 }
 
 /// Aborts multipart uploads; one that cannot be aborted now (server unreachable) is
@@ -251,6 +252,7 @@ pub struct UploadPool {
     workers: Mutex<Vec<JoinHandle<()>>>,
     aborter: Mutex<Option<Aborter>>,
     backlog: Arc<Backlog>,
+    buffers: Arc<BufferPool>,
 }
 
 impl UploadPool {
@@ -261,6 +263,7 @@ impl UploadPool {
     ) -> std::io::Result<Self> {
         let (sender, receiver) = crossbeam_channel::unbounded::<PartJob>();
         let (retry_sender, retry_receiver) = crossbeam_channel::unbounded();
+        let buffers = Arc::new(BufferPool::new(4));
         let backlog = Arc::new(Backlog {
             parts: Mutex::new(0),
             room: Condvar::new(),
@@ -277,10 +280,11 @@ impl UploadPool {
             let receiver = receiver.clone();
             let aborter = aborter.clone();
             let backlog = Arc::clone(&backlog);
+            let buffers = Arc::clone(&buffers);
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("upload-{index}"))
-                    .spawn(move || run_worker(&aborter, &receiver, &backlog))?,
+                    .spawn(move || run_worker(&aborter, &receiver, &backlog, &buffers))?,
             );
         }
         let retry_client = Arc::clone(&client);
@@ -294,7 +298,13 @@ impl UploadPool {
             workers: Mutex::new(handles),
             aborter: Mutex::new(Some(aborter)),
             backlog,
+            buffers,
         })
+    }
+
+    /// Recycled part buffers, shared with the writers that fill them.
+    pub fn buffers(&self) -> &BufferPool {
+        &self.buffers
     }
 
     /// Whether a part handed over now would be uploaded soon, rather than wait in memory.
@@ -337,7 +347,7 @@ impl UploadPool {
             upload: Arc::clone(upload),
             part_number,
             data: Bytes::from(data),
-            _reservation: reservation,
+            reservation,
         };
         let sender = self
             .jobs
@@ -380,11 +390,22 @@ impl UploadPool {
     }
 }
 
-fn run_worker(aborter: &Aborter, jobs: &Receiver<PartJob>, backlog: &Backlog) {
+fn run_worker(
+    aborter: &Aborter,
+    jobs: &Receiver<PartJob>,
+    backlog: &Backlog,
+    buffers: &BufferPool,
+) {
     for job in jobs.iter() {
         let upload = Arc::clone(&job.upload);
         let part = upload_one(aborter, &job);
-        drop(job);
+        // The buffer goes back before the reservation does, so a writer woken by the
+        // freed memory finds it waiting.
+        let PartJob {
+            data, reservation, ..
+        } = job;
+        buffers.give_back(data);
+        drop(reservation);
         upload.part_finished(part);
         backlog.finished_one();
     }

@@ -333,7 +333,7 @@ impl ObjectWriter {
             number,
             start: context.schedule.part_start(number),
             capacity: size as usize,
-            data: Vec::with_capacity(size as usize),
+            data: context.pool.buffers().take(size as usize),
             reservation,
         });
         Ok(true)
