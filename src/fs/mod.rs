@@ -608,6 +608,7 @@ impl Namespace {
     ) -> FsResult<(Attributes, u64)> {
         self.check_writable()?;
         let (name, path) = self.child_path(parent, name)?;
+        let (_, gid) = self.inherit_from(parent, gid);
         let metadata = PosixMetadata {
             mode: Some(S_IFREG | (mode & 0o7777)),
             uid: Some(uid),
@@ -952,6 +953,22 @@ impl Namespace {
         Ok(())
     }
 
+    /// What a new entry inherits from a set-group-ID parent directory, as on a local
+    /// filesystem: the parent's group, and for directories the set-group-ID bit itself.
+    fn inherit_from(&self, parent: u64, gid: u32) -> (u32, u32) {
+        let table = self.table();
+        let Some(parent) = table.get(parent) else {
+            return (0, gid);
+        };
+        match parent.metadata.mode {
+            Some(mode) if mode & libc::S_ISGID != 0 => (
+                libc::S_ISGID,
+                parent.metadata.gid.unwrap_or(self.config.gid),
+            ),
+            _ => (0, gid),
+        }
+    }
+
     pub fn mkdir(
         &self,
         parent: u64,
@@ -965,8 +982,9 @@ impl Namespace {
             return Err(libc::EEXIST);
         }
         let (name, path) = self.child_path(parent, name)?;
+        let (setgid, gid) = self.inherit_from(parent, gid);
         let metadata = PosixMetadata {
-            mode: Some(S_IFDIR | (mode & 0o7777)),
+            mode: Some(S_IFDIR | (mode & 0o7777) | setgid),
             uid: Some(uid),
             gid: Some(gid),
             mtime: Some(SystemTime::now()),
@@ -1115,7 +1133,12 @@ impl Namespace {
                 }
                 (Kind::Directory, _) => return Err(libc::ENOTDIR),
                 (_, Kind::Directory) => return Err(libc::EISDIR),
-                _ => {}
+                _ => {
+                    // The replaced file's held chmod/utimes must not land on the new object.
+                    if let Some(replaced) = self.table().get_mut(target.ino) {
+                        replaced.pending_metadata_since = None;
+                    }
+                }
             }
         }
         if source.kind == Kind::Directory {
