@@ -103,7 +103,7 @@ has_contestant() { [[ " ${contestants[*]} " == *" $1 "* ]]; }
 
 # Same part size and concurrency for everyone: the comparison is about the data path.
 part_mib=8
-concurrency=8
+concurrency=${S3UPFS_BENCH_CONCURRENCY:-8} # uploads in flight, for every contestant alike
 
 # ---------------------------------------------------------------------------------------------
 # Logging, temp dir, cleanup
