@@ -3,16 +3,26 @@
 //! on a local temporary directory; every operation must give the same result on both sides
 //! (success, or failure with the same errno), reads must return the same bytes, and after
 //! every sequence both trees must be identical: names, kinds, sizes, bytes, permission bits
-//! and the whole-second mtimes the sequence set explicitly.
+//! (mode & 0o7777) and the whole-second mtimes the sequence set explicitly.
 //!
-//! After the comparison through the mount, the same tree is compared once more through a
-//! second mount of the bucket that never saw it (so nothing comes from the first daemon's
-//! memory): attribute changes s3upfs holds for ~1 s must have reached S3 by then. Each case
-//! also checks that no multipart upload is left in the bucket.
+//! After a sequence with chmod/utimes the test waits until s3upfs's held attribute changes
+//! (~1 s) are due and compares again through the mount (its 1 s caches have expired, so it
+//! answers from S3). Every case is also compared through a second mount of the bucket that
+//! never saw it (what is in S3, not in the first daemon's memory), and no multipart upload
+//! may be left in the bucket.
 //!
-//! Only what s3upfs supports is generated: whole-file writes (O_TRUNC), renames of a file
+//! Steps name their targets as "the n-th existing file/directory" or "a name in the n-th
+//! directory", resolved against the local directory just before they run, so most steps hit
+//! something (plus a few literal paths for the error cases); names come from "a", "b", "c"
+//! in up to two directory levels, so they collide often. Only what s3upfs supports is
+//! generated: whole-file writes (O_TRUNC, sometimes 9 MiB: multipart), renames of a file
 //! onto a new name or onto a file and of a directory onto a new name, unlink, mkdir, rmdir,
-//! chmod, utimes. Never appends, partial rewrites, hard links or truncation to a non-zero size.
+//! chmod, utimes, reads. Never appends, partial rewrites, hard links or truncation to a
+//! non-zero size. A few fixed sequences run first (see [`known_sequences`]).
+//!
+//! Failures print the minimal sequence as it ran, each operation's result on both sides,
+//! and the daemons' log lines of that case. An operation on the mount that does not return
+//! within two minutes ends the test with the daemons' kernel stacks and logs.
 //!
 //! Knobs: `S3UPFS_MODEL_CASES` (default 24), `S3UPFS_MODEL_OPS` (most operations in one
 //! sequence, default 12), `S3UPFS_MODEL_SEED` (a u64; printed at the start of every run, so
@@ -42,10 +52,10 @@ use common::{Mount, S3Server, random_bytes, random_hex, tail};
 
 /// Size that crosses the default 8 MiB first part, so the file becomes a multipart upload.
 const BIG: usize = 9 << 20;
-/// How long after the last chmod/utimes the second mount is looked at: s3upfs holds such
+/// How long after the last chmod/utimes the trees are compared again: s3upfs holds such
 /// changes on a finished file for ~1 s (PENDING_METADATA_DELAY) before sending them.
 const HELD_CHANGES_SETTLE: Duration = Duration::from_millis(1600);
-/// How long the second mount's view may take to agree (its own 1 s attribute cache).
+/// How long a view from S3 may take to agree after that (a mount's own 1 s caches).
 const FRESH_VIEW_DEADLINE: Duration = Duration::from_millis(2500);
 /// Most daemon log lines quoted in a failure.
 const LOG_LINES: usize = 200;
@@ -487,7 +497,9 @@ fn known_sequences() -> Vec<(&'static str, Vec<Step>)> {
             ],
         ),
         (
-            // Found by the random search (seed 17562753206972507513).
+            // Found by the random search (fixed in 6b36373): the replaced target's held
+            // chmod was sent ~1 s later onto the object that took its name (the mount
+            // showed 0644, then 0600).
             "rename onto a file whose chmod is still held",
             vec![
                 create("a", 0),
@@ -503,6 +515,9 @@ fn known_sequences() -> Vec<(&'static str, Vec<Step>)> {
             ],
         ),
         (
+            // Found by the random search (fixed in 6b36373): on Linux a directory created
+            // in a set-group-ID directory inherits the bit (and the group); on a FUSE mount
+            // the filesystem has to do that itself.
             "mkdir in a set-group-ID directory",
             vec![
                 Step::Mkdir {
