@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use common::{Mount, S3Server, random_bytes, sh};
 
@@ -280,7 +280,6 @@ fn metadata_written_by_s3fs_and_rclone_is_read_and_ours_is_in_their_form() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = SystemTime::now();
 }
 
 fn rename_with_flags(from: &Path, to: &Path, flags: u32) -> std::process::Output {

@@ -40,8 +40,9 @@ impl WriteError {
 #[derive(Debug, PartialEq, Eq)]
 pub enum WriteProgress {
     Done,
-    /// The next part needs memory the budget has not got right now; `written` bytes
-    /// were taken. Call again with the rest and `may_block` to wait for memory.
+    /// The next part must wait (the memory budget is used up, or the upload pool's
+    /// backlog is full); `written` bytes were taken. Call again with the rest and
+    /// `may_block` to wait on the caller's thread.
     NeedsMemory {
         written: usize,
     },
@@ -468,12 +469,17 @@ impl ObjectWriter {
             if uploaded.len() != last_part as usize {
                 return Err(format!("{} of {last_part} parts uploaded", uploaded.len()));
             }
-            let reported = crate::s3::retry_within(
+            let reported = match crate::s3::retry_within(
                 self.context.retry_budget,
                 || client.complete_multipart_upload(&self.key, &upload_id, &uploaded),
                 || false,
-            )
-            .map_err(|e| e.to_string())?;
+            ) {
+                Ok(reported) => reported,
+                // A retry after a Complete whose answer was lost finds the upload gone:
+                // the size check below tells whether the object is there.
+                Err(e) if e.kind == crate::s3::S3ErrorKind::NotFound => None,
+                Err(e) => return Err(e.to_string()),
+            };
             let expected = composite_checksum(&uploaded);
             if let Some(reported) = reported
                 && reported != expected
