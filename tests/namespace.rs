@@ -25,6 +25,24 @@ fn writes(counts: &HashMap<String, u64>) -> u64 {
     .sum()
 }
 
+/// Whether `check` turns true within `timeout` (polled every 50 ms).
+fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, op: &str) -> u64 {
+    after.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0)
+}
+
 fn make_tree(root: &Path) {
     std::fs::create_dir_all(root.join("docs/empty")).expect("mkdir");
     std::fs::create_dir_all(root.join("media")).expect("mkdir");
@@ -97,8 +115,9 @@ fn rsync_a_backs_up_a_tree_and_a_second_run_sends_nothing() {
         Some(&b"docs/readme.txt"[..])
     );
     assert!(
-        client.exists("backup/docs/empty/"),
-        "marker for the empty directory"
+        eventually(Duration::from_secs(5), || client
+            .exists("backup/docs/empty/")),
+        "marker for the empty directory (held at most about a second)"
     );
 
     std::thread::sleep(Duration::from_secs(2));
@@ -128,14 +147,16 @@ fn rsync_of_a_new_file_costs_one_put_one_copy_and_one_delete() {
     let server = S3Server::garage();
     let mount = Mount::new(&server, &[]);
     let source = tempfile::tempdir().expect("tempdir");
-    for index in 0..10 {
-        std::fs::write(
-            source.path().join(format!("f{index}")),
-            random_bytes(16 << 10, index),
-        )
-        .expect("write");
+    for dir in ["a", "b"] {
+        std::fs::create_dir(source.path().join(dir)).expect("mkdir");
+        for index in 0..5 {
+            std::fs::write(
+                source.path().join(format!("{dir}/f{index}")),
+                random_bytes(16 << 10, index),
+            )
+            .expect("write");
+        }
     }
-    std::fs::create_dir(mount.join("dst")).expect("mkdir");
     let before = server.s3_request_counts();
     let run = sh(&format!(
         "rsync -a {}/ {}/",
@@ -145,12 +166,11 @@ fn rsync_of_a_new_file_costs_one_put_one_copy_and_one_delete() {
     assert!(run.status.success(), "rsync: {run:?}");
     std::thread::sleep(Duration::from_secs(3));
     let after = server.s3_request_counts();
-    let delta =
-        |op: &str| after.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0);
-    let puts = delta("PutObject");
-    assert!(
-        (10..=11).contains(&puts),
-        "one PutObject per file (+ at most the directory's attributes), got {puts}"
+    let delta = |op: &str| delta(&before, &after, op);
+    assert_eq!(
+        delta("PutObject"),
+        10 + 3,
+        "one PutObject per file, one per directory (mkdir + chmod + utimes held and folded)"
     );
     assert_eq!(
         delta("CopyObject"),
@@ -158,6 +178,104 @@ fn rsync_of_a_new_file_costs_one_put_one_copy_and_one_delete() {
         "chmod + utimes folded into the rename's copy"
     );
     assert_eq!(delta("DeleteObject"), 10);
+    let lookups = delta("HeadObject") + delta("ListObjectsV2");
+    assert!(
+        lookups <= 1,
+        "rsync's repeated stats of a missing destination are remembered, got {lookups} lookups: {after:?}"
+    );
+    let client = server.client();
+    let marker = client.head("dst/a/").expect("marker of dst/a");
+    let expected = std::fs::metadata(source.path().join("a")).expect("stat");
+    assert_eq!(
+        marker.metadata.get("mode"),
+        Some(&expected.mode().to_string())
+    );
+    let mtime = marker.metadata.get("mtime").expect("mtime on the marker");
+    assert!(
+        mtime.starts_with(&format!("{}", expected.mtime())),
+        "marker mtime {mtime}, source {}",
+        expected.mtime()
+    );
+}
+
+#[test]
+fn a_new_directory_is_one_marker_put_sent_within_a_second_or_at_fsync() {
+    let server = S3Server::garage();
+    let mount = Mount::new(&server, &[]);
+    let client = server.client();
+    let before = server.s3_request_counts();
+
+    // mkdir + chmod + utimes: one PutObject, carrying the last mode and mtime.
+    std::fs::create_dir(mount.join("held")).expect("mkdir");
+    std::fs::set_permissions(mount.join("held"), std::fs::Permissions::from_mode(0o750))
+        .expect("chmod");
+    let touched = sh(&format!(
+        "touch -d '2020-01-02 03:04:05 UTC' {}",
+        mount.join("held").display()
+    ));
+    assert!(touched.status.success(), "touch: {touched:?}");
+    assert_eq!(
+        std::fs::metadata(mount.join("held")).expect("stat").mode() & 0o7777,
+        0o750,
+        "the held change is visible at once"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || client.exists("held/")),
+        "the held marker is sent"
+    );
+    let marker = client.head("held/").expect("marker");
+    assert_eq!(
+        marker.metadata.get("mode").map(String::as_str),
+        Some(&*format!("{}", libc::S_IFDIR | 0o750))
+    );
+    assert!(
+        marker
+            .metadata
+            .get("mtime")
+            .is_some_and(|m| m.starts_with("1577934245")),
+        "marker metadata {:?}",
+        marker.metadata
+    );
+
+    // mkdir + rmdir at once: nothing to send.
+    std::fs::create_dir(mount.join("brief")).expect("mkdir");
+    std::fs::remove_dir(mount.join("brief")).expect("rmdir");
+
+    // mkdir + rename: the marker appears at the new name only, with its mode.
+    std::fs::create_dir(mount.join("old-name")).expect("mkdir");
+    std::fs::set_permissions(
+        mount.join("old-name"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .expect("chmod");
+    std::fs::rename(mount.join("old-name"), mount.join("new-name")).expect("rename");
+    assert_eq!(
+        client
+            .head("new-name/")
+            .and_then(|h| h.metadata.get("mode").cloned()),
+        Some(format!("{}", libc::S_IFDIR | 0o700)),
+        "the rename writes the held marker at the new name"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!client.exists("old-name/"), "no marker at the old name");
+    assert!(
+        !client.exists("brief/"),
+        "no marker for a removed directory"
+    );
+    assert!(mount.join("new-name").is_dir());
+    let after = server.s3_request_counts();
+    assert_eq!(
+        delta(&before, &after, "PutObject"),
+        2,
+        "one marker for held/, one for new-name/: {after:?}"
+    );
+
+    // fsync of the directory sends its marker at once.
+    std::fs::create_dir(mount.join("synced")).expect("mkdir");
+    std::fs::File::open(mount.join("synced"))
+        .and_then(|dir| dir.sync_all())
+        .expect("fsync of the directory");
+    assert!(client.exists("synced/"), "fsync sent the marker");
 }
 
 #[test]

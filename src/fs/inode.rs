@@ -51,8 +51,14 @@ impl Inode {
 pub struct InodeTable {
     inodes: HashMap<u64, Inode>,
     children: HashMap<(u64, String), u64>,
+    /// Names S3 said do not exist, until when that answer stands (negative lookups:
+    /// rsync and cp stat a destination several times before creating it).
+    absent: HashMap<(u64, String), Instant>,
     next_ino: u64,
 }
+
+/// Past this many remembered misses, expired ones are dropped on the next insert.
+const ABSENT_PRUNE_AT: usize = 4096;
 
 impl InodeTable {
     pub fn new(root: Inode) -> Self {
@@ -61,6 +67,7 @@ impl InodeTable {
         Self {
             inodes,
             children: HashMap::new(),
+            absent: HashMap::new(),
             next_ino: ROOT_INO + 1,
         }
     }
@@ -77,10 +84,26 @@ impl InodeTable {
         self.children.get(&(parent, name.to_owned())).copied()
     }
 
+    /// Whether S3 said recently (until a time still ahead) that the name does not exist.
+    pub fn is_known_absent(&self, parent: u64, name: &str, now: Instant) -> bool {
+        self.absent
+            .get(&(parent, name.to_owned()))
+            .is_some_and(|until| *until > now)
+    }
+
+    pub fn remember_absent(&mut self, parent: u64, name: &str, until: Instant) {
+        if self.absent.len() >= ABSENT_PRUNE_AT {
+            let now = Instant::now();
+            self.absent.retain(|_, valid_until| *valid_until > now);
+        }
+        self.absent.insert((parent, name.to_owned()), until);
+    }
+
     /// Inserts `inode` under its parent and name, reusing the number if the name is known
     /// with the same kind (so the kernel's view stays stable across refreshes).
     pub fn upsert(&mut self, inode: Inode) -> u64 {
         let key = (inode.parent, inode.name.clone());
+        self.absent.remove(&key);
         if let Some(&ino) = self.children.get(&key)
             && let Some(existing) = self.inodes.get_mut(&ino)
             && existing.kind == inode.kind
@@ -128,6 +151,7 @@ impl InodeTable {
         if self.children.get(&old_key) == Some(&ino) {
             self.children.remove(&old_key);
         }
+        self.absent.remove(&(new_parent, new_name.to_owned()));
         self.children.insert((new_parent, new_name.to_owned()), ino);
         if kind == Kind::Directory {
             let old_prefix = format!("{old_path}/");

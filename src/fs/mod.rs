@@ -19,7 +19,7 @@ use bytes::Bytes;
 use log::{debug, info, warn};
 
 use crate::read::ObjectReader;
-use crate::s3::{DIRECTORY_CONTENT_TYPE, ObjectHeaders, S3Client, S3Error};
+use crate::s3::{DIRECTORY_CONTENT_TYPE, ListedObject, ObjectHeaders, S3Client, S3Error};
 use crate::upload::UploadContext;
 use crate::upload::pool::crc32c_base64;
 use crate::upload::writer::{ObjectWriter, WriteProgress};
@@ -121,6 +121,9 @@ pub struct Namespace {
     next_handle: AtomicU64,
     /// Paths already reported as a file shadowed by a directory.
     shadowed_logged: Mutex<HashSet<String>>,
+    /// Held by whoever writes or removes directory markers (the metadata flusher, rmdir,
+    /// directory rename), so a held marker cannot land after its directory is gone.
+    marker_writes: Mutex<()>,
 }
 
 /// The thread group of `pid` (FUSE reports thread ids; a process's threads share a group).
@@ -166,6 +169,7 @@ impl Namespace {
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             shadowed_logged: Mutex::new(HashSet::new()),
+            marker_writes: Mutex::new(()),
         }
     }
 
@@ -395,7 +399,9 @@ impl Namespace {
                     .is_some_and(|until| until > now);
                 match child {
                     Some((_, inode)) => Some(inode.kind),
-                    None if listed_complete => return Err(libc::ENOENT),
+                    None if listed_complete || table.is_known_absent(parent, &name, now) => {
+                        return Err(libc::ENOENT);
+                    }
                     // A small directory listed before: one LIST re-validates all its names.
                     None if !relisted
                         && parent_inode.is_some_and(|p| p.listing_valid_until.is_some())
@@ -423,10 +429,14 @@ impl Namespace {
                 }
                 None => {
                     let mut table = self.table();
-                    if let Some(ino) = table.child(parent, &name)
-                        && table.get(ino).is_some_and(|i| !i.is_being_written())
-                    {
-                        table.unlink(parent, &name);
+                    match table.child(parent, &name) {
+                        Some(ino) if table.get(ino).is_some_and(|i| i.is_being_written()) => {}
+                        Some(_) => {
+                            table.unlink(parent, &name);
+                        }
+                        None => {
+                            table.remember_absent(parent, &name, now + self.config.attr_ttl);
+                        }
                     }
                     Err(libc::ENOENT)
                 }
@@ -554,9 +564,11 @@ impl Namespace {
             if seen.contains_key(&name) {
                 continue;
             }
-            let keep = table
-                .get(child)
-                .is_some_and(|c| c.is_being_written() || c.valid_until > now);
+            // Ours and not in S3 yet (being written, a held directory marker), or seen
+            // too recently to be gone.
+            let keep = table.get(child).is_some_and(|c| {
+                c.is_being_written() || c.pending_metadata_since.is_some() || c.valid_until > now
+            });
             if keep {
                 seen.insert(name, child);
             } else {
@@ -897,11 +909,8 @@ impl Namespace {
             }
             let content_type = writer.headers().content_type.clone();
             writer.set_headers(Self::headers_for(&metadata, content_type.as_deref()));
-        } else if kind == Kind::Directory {
-            if metadata_changed && !path.is_empty() {
-                self.put_marker(&path, &metadata)?;
-            }
-        } else {
+        } else if kind != Kind::Directory {
+            // (A directory's change is only held below: its marker PUT comes later.)
             if let Some(size) = changes.size {
                 if size == 0 && current.size > 0 {
                     self.put_small(
@@ -919,8 +928,9 @@ impl Namespace {
         }
         let mut table = self.table();
         let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
-        if metadata_changed && kind != Kind::Directory && !writing {
-            // Held briefly: rsync's chmod + utimes + rename then cost one copy, not three.
+        if metadata_changed && !writing && ino != ROOT_INO {
+            // Held briefly: rsync's chmod + utimes + rename then cost one copy, not three
+            // (for a directory: one marker PUT).
             inode
                 .pending_metadata_since
                 .get_or_insert_with(Instant::now);
@@ -936,9 +946,15 @@ impl Namespace {
         Ok(self.attributes(ino, inode))
     }
 
-    fn put_marker(&self, path: &str, metadata: &PosixMetadata) -> FsResult<()> {
+    fn lock_marker_writes(&self) -> MutexGuard<'_, ()> {
+        self.marker_writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn put_marker(&self, marker_key: &str, metadata: &PosixMetadata) -> FsResult<()> {
         self.put_small(
-            &self.marker_key(path),
+            marker_key,
             Bytes::new(),
             &Self::headers_for(metadata, Some(DIRECTORY_CONTENT_TYPE)),
         )
@@ -989,11 +1005,13 @@ impl Namespace {
             gid: Some(gid),
             mtime: Some(SystemTime::now()),
         };
-        self.put_marker(&path, &metadata)?;
         let mut inode = self.new_inode(parent, &name, &path, Kind::Directory);
         inode.metadata = metadata;
         inode.metadata_loaded = true;
         inode.listing_valid_until = Some(Instant::now() + self.config.attr_ttl);
+        // The marker is held like an attribute change: rsync's mkdir + chmod + utimes
+        // then cost one PutObject, and an empty directory removed at once costs none.
+        inode.pending_metadata_since = Some(Instant::now());
         let mut table = self.table();
         let ino = table.upsert(inode);
         Ok(self.attributes(ino, table.get(ino).ok_or(libc::ENOENT)?))
@@ -1007,6 +1025,7 @@ impl Namespace {
         }
         let (name, path) = self.child_path(parent, name)?;
         let marker = self.marker_key(&path);
+        let _marker_writes = self.lock_marker_writes();
         let below = self
             .client
             .list_page(&marker, false, None, Some(2))
@@ -1141,11 +1160,14 @@ impl Namespace {
                 }
             }
         }
-        if source.kind == Kind::Directory {
-            self.rename_directory(&source_path, &target_path)?;
+        let _marker_writes = if source.kind == Kind::Directory {
+            let guard = self.lock_marker_writes();
+            self.rename_directory(source.ino, &source_path, &target_path)?;
+            Some(guard)
         } else {
             self.rename_file(source.ino, &source_path, &target_path)?;
-        }
+            None
+        };
         self.table()
             .rename(source.ino, new_parent, &new_name, target_path);
         Ok(())
@@ -1197,7 +1219,7 @@ impl Namespace {
         Ok(())
     }
 
-    fn rename_directory(&self, source_path: &str, target_path: &str) -> FsResult<()> {
+    fn rename_directory(&self, ino: u64, source_path: &str, target_path: &str) -> FsResult<()> {
         let source_prefix = self.marker_key(source_path);
         let target_prefix = self.marker_key(target_path);
         if target_prefix.starts_with(&source_prefix) {
@@ -1214,20 +1236,54 @@ impl Namespace {
             );
             return Err(libc::EBUSY);
         }
+        // A held marker (new directory, chmod/utimes) is written once, at the new name.
+        let (metadata, pending) = {
+            let mut table = self.table();
+            let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
+            (
+                inode.metadata,
+                inode.pending_metadata_since.take().is_some(),
+            )
+        };
+        let result = self.move_directory_objects(&source_prefix, &target_prefix, metadata, pending);
+        if result.is_err()
+            && pending
+            && let Some(inode) = self.table().get_mut(ino)
+        {
+            inode.pending_metadata_since = Some(Instant::now());
+        }
+        result
+    }
+
+    /// Copies every object below `source_prefix` to `target_prefix`, then deletes the
+    /// originals. The target's marker carries `metadata` when the change was held or the
+    /// source had no objects at all.
+    fn move_directory_objects(
+        &self,
+        source_prefix: &str,
+        target_prefix: &str,
+        metadata: PosixMetadata,
+        metadata_pending: bool,
+    ) -> FsResult<()> {
         let listing = self
             .client
-            .list_all(&source_prefix, false)
+            .list_all(source_prefix, false)
             .map_err(|e| log_s3(&e))?;
+        let to_copy: Vec<&ListedObject> = listing
+            .objects
+            .iter()
+            .filter(|object| !(metadata_pending && object.key == source_prefix))
+            .collect();
         // Copy everything first (a few copies in flight); the originals go only once
         // every copy exists, so a failed copy leaves the directory intact.
         let failure = Mutex::new(None);
         let next = AtomicU64::new(0);
         std::thread::scope(|scope| {
-            for _ in 0..DIRECTORY_COPY_CONCURRENCY.min(listing.objects.len()) {
+            for _ in 0..DIRECTORY_COPY_CONCURRENCY.min(to_copy.len()) {
                 scope.spawn(|| {
                     loop {
                         let index = next.fetch_add(1, Ordering::Relaxed) as usize;
-                        let Some(object) = listing.objects.get(index) else {
+                        let Some(object) = to_copy.get(index) else {
                             return;
                         };
                         let has_failed = failure
@@ -1258,8 +1314,8 @@ impl Namespace {
         {
             return Err(log_s3(&error));
         }
-        if listing.objects.is_empty() {
-            self.put_marker(target_path, &PosixMetadata::default())?;
+        if metadata_pending || listing.objects.is_empty() {
+            self.put_marker(target_prefix, &metadata)?;
         }
         for object in &listing.objects {
             self.client
@@ -1289,6 +1345,9 @@ impl Namespace {
 
     /// Sends attribute changes held for at least `min_age` (CopyObject onto itself).
     pub fn apply_pending_metadata(&self, min_age: Duration) {
+        // Taken before the changes are: a directory rmdir'd or renamed meanwhile has no
+        // held marker left to write at its old name.
+        let _marker_writes = self.lock_marker_writes();
         let now = Instant::now();
         let due: Vec<(u64, String, PosixMetadata, u64, Kind)> = {
             let mut table = self.table();

@@ -465,7 +465,8 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Directory changes are in S3 when their call returns.
+        // Held directory markers and attribute changes go out now.
+        self.namespace.apply_pending_metadata(Duration::ZERO);
         reply.ok();
     }
 
