@@ -14,6 +14,10 @@
 #   --profile P  cargo profile to build and run (default release; the test suite's smoke run
 #                uses dev so it needs no second full build — its figures mean nothing)
 #
+# Environment: S3UPFS_BENCH_CONCURRENCY (uploads in flight, default 8), S3UPFS_BENCH_BIN (the
+# s3upfs binary to measure, e.g. an older build for an A/B comparison), S3UPFS_BENCH_TMPDIR,
+# S3UPFS_BENCH_KEEP=1 (keep the temp dir), S3UPFS_BENCH_GARAGE_LOG (Garage's RUST_LOG).
+#
 # Writes bench/results/<date>[-quick].md (the tables, also printed) and a .png chart beside
 # it. Everything it starts (Garage, daemons) and mounts is stopped and unmounted on exit,
 # failure or Ctrl-C; its temp dir (S3UPFS_BENCH_TMPDIR, default /tmp) is removed unless
@@ -224,7 +228,7 @@ install_tools() {
   target=${target:-$repo/target}
   local dir=$profile
   [ "$dir" != dev ] || dir=debug
-  s3upfs_bin=$target/$dir/s3upfs
+  s3upfs_bin=${S3UPFS_BENCH_BIN:-$target/$dir/s3upfs}
   raw_bin=$target/$dir/examples/raw_upload
   [ -x "$s3upfs_bin" ] && [ -x "$raw_bin" ] || die "$profile binaries missing in $target/$dir (drop --no-build)"
 }
@@ -338,8 +342,10 @@ EOF
 # blocks stored while the first upload does not. To give every timed upload the same server
 # path, the whole file is uploaded once before any timing ("warm-up").
 make_sources() {
-  local big=0 s i sizes=("$large_size" $((parallel_writers * parallel_size)))
-  ! has_contestant s3upfs || sizes+=("${scale_sizes[@]}")
+  local big=$MiB s i sizes=()
+  ! has_workload large || sizes+=("$large_size")
+  ! has_workload parallel || sizes+=($((parallel_writers * parallel_size)))
+  ! has_workload scale || ! has_contestant s3upfs || sizes+=("${scale_sizes[@]}")
   for s in "${sizes[@]}"; do
     [ "$s" -le "$big" ] || big=$s
   done
@@ -348,15 +354,21 @@ make_sources() {
     head -c "$big" >"$work/src/big.bin" || true # openssl dies of SIGPIPE: expected
   [ "$(stat -c %s "$work/src/big.bin")" = "$big" ] || die "generating source data failed"
   slice() { dd if="$work/src/big.bin" of="$2" bs=1M skip=$(($1 / MiB)) count=$(($3 / MiB)) status=none; }
-  slice 0 "$work/src/large.bin" "$large_size"
-  large_md5=$(md5sum <"$work/src/large.bin" | cut -d' ' -f1)
-  for i in $(seq "$parallel_writers"); do
-    slice $(((i - 1) * parallel_size)) "$work/src/parallel-$i.bin" "$parallel_size"
-  done
-  parallel_md5=$(md5sum <"$work/src/parallel-1.bin" | cut -d' ' -f1)
-  for s in "${scale_sizes[@]}"; do
-    [ -e "$work/src/scale-$s.bin" ] || slice 0 "$work/src/scale-$s.bin" "$s"
-  done
+  if has_workload large; then
+    slice 0 "$work/src/large.bin" "$large_size"
+    large_md5=$(md5sum <"$work/src/large.bin" | cut -d' ' -f1)
+  fi
+  if has_workload parallel; then
+    for i in $(seq "$parallel_writers"); do
+      slice $(((i - 1) * parallel_size)) "$work/src/parallel-$i.bin" "$parallel_size"
+    done
+    parallel_md5=$(md5sum <"$work/src/parallel-1.bin" | cut -d' ' -f1)
+  fi
+  if has_workload scale; then
+    for s in "${scale_sizes[@]}"; do
+      [ -e "$work/src/scale-$s.bin" ] || slice 0 "$work/src/scale-$s.bin" "$s"
+    done
+  fi
   # Small files: 16 KiB each, spread over 20 directories, each file distinct.
   local per rest count d
   per=$((small_count / small_dirs)) rest=$((small_count % small_dirs))

@@ -384,18 +384,21 @@ fn prepare(config: &MountConfig) -> Result<Prepared, String> {
         config.retry_budget,
     )
     .map_err(|e| format!("cannot start the upload pool: {e}"))?;
-    let namespace = Arc::new(Namespace::new(
-        NamespaceConfig {
-            prefix: prefix.clone(),
-            uid: config.uid,
-            gid: config.gid,
-            file_mode: config.file_mode,
-            dir_mode: config.dir_mode,
-            attr_ttl: ATTR_TTL,
-            read_only: config.read_only,
-        },
-        uploads,
-    ));
+    let namespace = Arc::new(
+        Namespace::new(
+            NamespaceConfig {
+                prefix: prefix.clone(),
+                uid: config.uid,
+                gid: config.gid,
+                file_mode: config.file_mode,
+                dir_mode: config.dir_mode,
+                attr_ttl: ATTR_TTL,
+                read_only: config.read_only,
+            },
+            uploads,
+        )
+        .map_err(|e| format!("cannot start the namespace's threads: {e}"))?,
+    );
     Namespace::start_metadata_flusher(&namespace)
         .map_err(|e| format!("cannot start the metadata thread: {e}"))?;
     let label = format!("s3upfs:{bucket}/{prefix}");

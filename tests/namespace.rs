@@ -561,3 +561,43 @@ fn renaming_an_object_over_the_copy_limit_copies_it_in_parallel_parts() {
     assert!(!client.exists("large"));
     assert!(client.list_multipart_uploads().is_empty());
 }
+
+#[test]
+fn a_renamed_files_old_key_is_deleted_after_rename_returns_yet_never_seen_again() {
+    let server = S3Server::garage();
+    let mount = Mount::new(&server, &[]);
+    let client = server.client();
+    std::fs::create_dir(mount.join("d")).expect("mkdir");
+    for round in 0..20 {
+        std::fs::write(mount.join("d/a"), format!("old {round}")).expect("write a");
+        std::fs::rename(mount.join("d/a"), mount.join("d/b")).expect("rename");
+        let names: Vec<String> = std::fs::read_dir(mount.join("d"))
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["b".to_owned()],
+            "round {round}: old name listed"
+        );
+        std::fs::write(mount.join("d/a"), format!("new {round}")).expect("write a again");
+    }
+    std::fs::rename(mount.join("d/a"), mount.join("d/c")).expect("rename a -> c");
+    std::fs::rename(mount.join("d/c"), mount.join("d/a")).expect("rename c -> a");
+
+    // A directory whose last file was just renamed out is empty at once.
+    std::fs::create_dir(mount.join("e")).expect("mkdir");
+    std::fs::write(mount.join("e/x"), b"x").expect("write");
+    std::fs::rename(mount.join("e/x"), mount.join("x")).expect("rename out of e");
+    std::fs::remove_dir(mount.join("e")).expect("rmdir right after the rename");
+
+    // fsync of a directory returns once the old keys are deleted.
+    std::fs::File::open(mount.path())
+        .and_then(|dir| dir.sync_all())
+        .expect("fsync of the root");
+    let mut keys = client.list("");
+    keys.sort();
+    assert_eq!(keys, vec!["d/", "d/a", "d/b", "x"]);
+    assert_eq!(client.get("d/a").as_deref(), Some(&b"new 19"[..]));
+    assert_eq!(client.get("d/b").as_deref(), Some(&b"old 19"[..]));
+}

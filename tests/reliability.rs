@@ -656,3 +656,63 @@ fn a_writer_blocked_on_memory_does_not_stall_ls_stat_or_other_closes() {
         Some(64 * MIB as u64)
     );
 }
+
+#[test]
+fn a_delayed_delete_of_a_renamed_files_old_name_never_removes_a_new_file_of_that_name() {
+    let server = S3Server::garage();
+    let proxy = FaultProxy::start(&server.endpoint());
+    let (through, _env) = via_proxy(&server, &proxy);
+    let mount = Mount::new(&through, &[]);
+    let direct = server.client();
+
+    // The old name's DeleteObject fails for every SDK attempt and the first retry, so
+    // it lands at least half a second after rename has returned.
+    proxy.set_fault(
+        Op::DeleteObject,
+        When::Nths((1..=7).collect()),
+        Fault::SlowDown,
+    );
+    fs::write(mount.join("a"), b"old").expect("write a");
+    let started = Instant::now();
+    fs::rename(mount.join("a"), mount.join("b")).expect("rename a -> b");
+    let rename_took = started.elapsed();
+    let names: Vec<String> = fs::read_dir(mount.path())
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["b".to_owned()], "the old name is gone at once");
+    assert!(
+        !mount.join("a").exists(),
+        "a lookup does not find the old key S3 still has"
+    );
+    fs::write(mount.join("a"), b"new").expect("a new file of the old name");
+    wait_until(
+        Duration::from_secs(60),
+        "the old name's delete sent",
+        || proxy.successes(Op::DeleteObject) >= 1,
+    );
+    assert_eq!(
+        direct.get("a").as_deref(),
+        Some(&b"new"[..]),
+        "the new file survives the delayed delete (rename took {rename_took:?})"
+    );
+    assert_eq!(direct.get("b").as_deref(), Some(&b"old"[..]));
+    assert!(
+        proxy.injected_failures(Op::DeleteObject) >= 7,
+        "{}",
+        proxy.summary()
+    );
+
+    // Unmounting right after a rename still deletes the old name before the daemon exits.
+    proxy.set_fault(
+        Op::DeleteObject,
+        When::Nths((1..=7).collect()),
+        Fault::SlowDown,
+    );
+    fs::write(mount.join("c"), b"c").expect("write c");
+    fs::rename(mount.join("c"), mount.join("d")).expect("rename c -> d");
+    let status = mount.unmount();
+    assert!(status.success(), "daemon exit: {status:?}");
+    assert!(!direct.exists("c"), "old name deleted before exit");
+    assert_eq!(direct.get("d").as_deref(), Some(&b"c"[..]));
+}

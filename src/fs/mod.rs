@@ -7,6 +7,7 @@
 //! S3; the FUSE adapter decides which thread runs it. Errors are errnos, with the
 //! reason logged here where the cause is known.
 
+mod deletes;
 pub mod inode;
 pub mod metadata;
 
@@ -23,6 +24,7 @@ use crate::s3::{DIRECTORY_CONTENT_TYPE, ListedObject, ObjectHeaders, S3Client, S
 use crate::upload::UploadContext;
 use crate::upload::pool::crc32c_base64;
 use crate::upload::writer::{ObjectWriter, WriteProgress};
+use deletes::DeferredDeletes;
 pub use inode::Kind;
 use inode::{Inode, InodeTable, ROOT_INO};
 use metadata::PosixMetadata;
@@ -121,6 +123,8 @@ pub struct Namespace {
     next_handle: AtomicU64,
     /// Paths already reported as a file shadowed by a directory.
     shadowed_logged: Mutex<HashSet<String>>,
+    /// Old keys of renamed files, deleted after the rename returned.
+    deletes: Arc<DeferredDeletes>,
     /// Held by whoever writes or removes directory markers (the metadata flusher, rmdir,
     /// directory rename), so a held marker cannot land after its directory is gone.
     marker_writes: Mutex<()>,
@@ -145,7 +149,7 @@ fn log_s3(error: &S3Error) -> Errno {
 }
 
 impl Namespace {
-    pub fn new(config: NamespaceConfig, uploads: Arc<UploadContext>) -> Self {
+    pub fn new(config: NamespaceConfig, uploads: Arc<UploadContext>) -> std::io::Result<Self> {
         let now = SystemTime::now();
         let root = Inode {
             parent: ROOT_INO,
@@ -161,16 +165,18 @@ impl Namespace {
             active_write: None,
             pending_metadata_since: None,
         };
-        Self {
+        let deletes = DeferredDeletes::start(Arc::clone(&uploads.client), uploads.retry_budget)?;
+        Ok(Self {
             client: Arc::clone(&uploads.client),
             config,
+            deletes,
             uploads,
             table: Mutex::new(InodeTable::new(root)),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             shadowed_logged: Mutex::new(HashSet::new()),
             marker_writes: Mutex::new(()),
-        }
+        })
     }
 
     pub fn attr_ttl(&self) -> Duration {
@@ -420,6 +426,10 @@ impl Namespace {
                 self.list_directory(parent)?;
                 continue;
             }
+            if known.is_none() && self.deletes.is_outstanding(&self.object_key(&path)) {
+                // Renamed away a moment ago; S3 may still show it.
+                return Err(libc::ENOENT);
+            }
             return match self.fetch_remote(parent, &name, &path, known)? {
                 Some(inode) => {
                     let mut table = self.table();
@@ -493,6 +503,7 @@ impl Namespace {
             inode.path.clone()
         };
         let prefix = self.marker_key(&path);
+        let deleting = self.deletes.outstanding_below(&prefix);
         let listing = self
             .client
             .list_all(&prefix, true)
@@ -526,7 +537,9 @@ impl Namespace {
             let Some(name) = object.key.strip_prefix(&prefix) else {
                 continue;
             };
-            if name.is_empty() || !is_representable(name) {
+            let renamed_away =
+                deleting.contains(&object.key) || self.deletes.is_outstanding(&object.key);
+            if name.is_empty() || !is_representable(name) || renamed_away {
                 continue;
             }
             if seen.contains_key(name) {
@@ -620,6 +633,8 @@ impl Namespace {
     ) -> FsResult<(Attributes, u64)> {
         self.check_writable()?;
         let (name, path) = self.child_path(parent, name)?;
+        // A file just renamed away from this name: its delete must not hit the new one.
+        self.deletes.wait_for(&self.object_key(&path));
         let (_, gid) = self.inherit_from(parent, gid);
         let metadata = PosixMetadata {
             mode: Some(S_IFREG | (mode & 0o7777)),
@@ -1025,6 +1040,8 @@ impl Namespace {
         }
         let (name, path) = self.child_path(parent, name)?;
         let marker = self.marker_key(&path);
+        // Files renamed out of it must be gone before its emptiness is judged.
+        self.deletes.wait_for_all(None);
         let _marker_writes = self.lock_marker_writes();
         let below = self
             .client
@@ -1089,6 +1106,7 @@ impl Namespace {
         }
         let (name, path) = self.child_path(parent, name)?;
         let target = target.to_str().ok_or(libc::EINVAL)?;
+        self.deletes.wait_for(&self.object_key(&path));
         let metadata = PosixMetadata {
             mode: Some(S_IFLNK | 0o777),
             uid: Some(uid),
@@ -1204,6 +1222,7 @@ impl Namespace {
         // Pending attribute changes ride along with the copy; otherwise the object's own
         // metadata (including keys other tools wrote) is copied as it is.
         let replaced = pending.then(|| Self::headers_for(&metadata, None));
+        self.deletes.wait_for(&target_key);
         if let Err(error) =
             self.client
                 .copy_object(&source_key, &target_key, replaced.as_ref(), size)
@@ -1213,9 +1232,12 @@ impl Namespace {
             }
             return Err(log_s3(&error));
         }
-        self.client
-            .delete_object(&source_key)
-            .map_err(|e| log_s3(&e))?;
+        // The rename has happened once the copy exists; the old key goes in the background.
+        if !self.deletes.schedule(&source_key) {
+            self.client
+                .delete_object(&source_key)
+                .map_err(|e| log_s3(&e))?;
+        }
         Ok(())
     }
 
@@ -1236,6 +1258,8 @@ impl Namespace {
             );
             return Err(libc::EBUSY);
         }
+        // Files renamed out of it must not be copied along, nor files renamed into it missed.
+        self.deletes.wait_for_all(None);
         // A held marker (new directory, chmod/utimes) is written once, at the new name.
         let (metadata, pending) = {
             let mut table = self.table();
@@ -1398,10 +1422,20 @@ impl Namespace {
         }
     }
 
+    /// What fsync of a directory promises: held markers and attribute changes sent, and
+    /// the old keys of renamed files deleted (each bounded by the retry budget).
+    pub fn sync_namespace_changes(&self) {
+        self.apply_pending_metadata(Duration::ZERO);
+        self.deletes
+            .wait_for_all(Some(Instant::now() + self.uploads.retry_budget));
+    }
+
     /// Aborts every upload still open (unmount, SIGTERM): nothing half-written appears,
     /// and the writers get EIO. Idempotent; the upload pool stops afterwards.
     pub fn abort_all(&self) {
         self.apply_pending_metadata(Duration::ZERO);
+        self.deletes
+            .stop(Instant::now() + self.uploads.retry_budget);
         let active = self.table().active_writes();
         for write in active {
             let mut writer = write.writer();

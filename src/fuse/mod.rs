@@ -2,8 +2,9 @@
 //!
 //! Owns the kernel-facing details: attribute and entry TTLs, open flags, directory
 //! handle snapshots, and which thread answers. Operations that can wait long (close,
-//! fsync, rename, a write blocked on the memory budget) are answered from a thread of
-//! their own, so a slow upload never stalls `ls` or `stat` on the dispatch threads.
+//! fsync, rename, a write blocked on the memory budget) are answered from responder
+//! threads (`responders`), so a slow upload never stalls `ls` or `stat` on the dispatch
+//! threads.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -18,10 +19,13 @@ use fuser::{
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
     WriteFlags,
 };
-use log::{debug, error, warn};
+use log::{debug, warn};
+
+mod responders;
 
 use crate::fs::{AttributeChanges, Attributes, DirEntry, Kind, Namespace};
 use crate::upload::writer::WriteProgress;
+use responders::Responders;
 
 /// `st_blksize`: makes `cp` write 1 MiB requests instead of 128 KiB.
 const BLOCK_SIZE: u32 = 1 << 20;
@@ -29,6 +33,7 @@ const MAX_WRITE: u32 = 1 << 20;
 
 pub struct FuseAdapter {
     namespace: Arc<Namespace>,
+    responders: Responders,
     directories: Mutex<HashMap<u64, Vec<DirEntry>>>,
     next_directory_handle: AtomicU64,
 }
@@ -83,21 +88,11 @@ fn reply_empty(reply: ReplyEmpty, result: Result<(), i32>) {
     }
 }
 
-/// Runs `work` on a thread of its own; the reply travels with it.
-fn answer_later(what: &'static str, work: impl FnOnce() + Send + 'static) {
-    if let Err(e) = std::thread::Builder::new()
-        .name(format!("fuse-{what}"))
-        .spawn(work)
-    {
-        // The closure (and its reply) is dropped, which answers EIO.
-        error!("could not start a thread for {what}: {e}");
-    }
-}
-
 impl FuseAdapter {
     pub fn new(namespace: Arc<Namespace>) -> Self {
         Self {
             namespace,
+            responders: Responders::default(),
             directories: Mutex::new(HashMap::new()),
             next_directory_handle: AtomicU64::new(1),
         }
@@ -171,10 +166,11 @@ impl Filesystem for FuseAdapter {
         };
         let namespace = Arc::clone(&self.namespace);
         let ttl = self.ttl();
-        answer_later("setattr", move || match namespace.setattr(ino.0, changes) {
-            Ok(attributes) => reply.attr(&ttl, &file_attr(&attributes)),
-            Err(code) => reply.error(errno(code)),
-        });
+        self.responders
+            .run("setattr", move || match namespace.setattr(ino.0, changes) {
+                Ok(attributes) => reply.attr(&ttl, &file_attr(&attributes)),
+                Err(code) => reply.error(errno(code)),
+            });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -218,7 +214,7 @@ impl Filesystem for FuseAdapter {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let namespace = Arc::clone(&self.namespace);
         let name = name.to_owned();
-        answer_later("unlink", move || {
+        self.responders.run("unlink", move || {
             reply_empty(reply, namespace.unlink(parent.0, &name))
         });
     }
@@ -261,7 +257,7 @@ impl Filesystem for FuseAdapter {
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let namespace = Arc::clone(&self.namespace);
         let (name, newname) = (name.to_owned(), newname.to_owned());
-        answer_later("rename", move || {
+        self.responders.run("rename", move || {
             reply_empty(
                 reply,
                 namespace.rename(parent.0, &name, newparent.0, &newname, no_replace),
@@ -334,7 +330,7 @@ impl Filesystem for FuseAdapter {
                 let rest = data[written..].to_vec();
                 let total = data.len() as u32;
                 let namespace = Arc::clone(&self.namespace);
-                answer_later("write-wait", move || {
+                self.responders.run("write-wait", move || {
                     match namespace.write(fh.0, offset + written as u64, &rest, true) {
                         Ok(_) => reply.written(total),
                         Err(code) => reply.error(errno(code)),
@@ -355,7 +351,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let namespace = Arc::clone(&self.namespace);
         let pid = req.pid();
-        answer_later("flush", move || {
+        self.responders.run("flush", move || {
             reply_empty(reply, namespace.flush(fh.0, pid))
         });
     }
@@ -371,7 +367,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let namespace = Arc::clone(&self.namespace);
-        answer_later("release", move || {
+        self.responders.run("release", move || {
             reply_empty(reply, namespace.release(fh.0))
         });
     }
@@ -385,7 +381,8 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let namespace = Arc::clone(&self.namespace);
-        answer_later("fsync", move || reply_empty(reply, namespace.fsync(fh.0)));
+        self.responders
+            .run("fsync", move || reply_empty(reply, namespace.fsync(fh.0)));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -465,9 +462,12 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Held directory markers and attribute changes go out now.
-        self.namespace.apply_pending_metadata(Duration::ZERO);
-        reply.ok();
+        // Held directory markers, attribute changes and deletes of renamed-away keys.
+        let namespace = Arc::clone(&self.namespace);
+        self.responders.run("fsyncdir", move || {
+            namespace.sync_namespace_changes();
+            reply.ok();
+        });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

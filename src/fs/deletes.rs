@@ -1,0 +1,162 @@
+//! Deletes of renamed-away keys, sent after `rename` has returned.
+//!
+//! A rename is CopyObject + DeleteObject. Once the copy exists the rename has happened
+//! for everyone who asks us, so the delete of the old key need not hold up the caller:
+//! rsync's per-file rename then costs one round trip instead of two. This module owns
+//! the keys whose DeleteObject is still outstanding. The namespace hides them from
+//! listings and lookups, and anything that is about to write one of them (a new file of
+//! the old name, a rename onto it), list below it (rmdir, directory rename), or promise
+//! durability (fsync of a directory, unmount) waits until the deletes are done.
+//! A daemon killed in that window leaves the old name behind, as a kill between the two
+//! requests of a synchronous rename would.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+
+use crate::s3::{S3Client, retry_within};
+
+/// Deletes queued beyond this make `rename` wait: memory and the window stay small.
+const MAX_QUEUED: usize = 256;
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<String>,
+    /// Queued or being sent.
+    outstanding: HashSet<String>,
+    stopping: bool,
+}
+
+pub struct DeferredDeletes {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl DeferredDeletes {
+    /// Starts the thread that sends the deletes; it ends when `stop` is called.
+    pub fn start(client: Arc<S3Client>, retry_budget: Duration) -> std::io::Result<Arc<Self>> {
+        let deletes = Arc::new(Self {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        });
+        let worker = Arc::clone(&deletes);
+        std::thread::Builder::new()
+            .name("deferred-delete".to_owned())
+            .spawn(move || worker.run(&client, retry_budget))?;
+        Ok(deletes)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn wait<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.changed
+            .wait(guard)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues the delete of `key` (waits while the queue is full). False once stopped:
+    /// the caller deletes it itself.
+    #[must_use]
+    pub fn schedule(&self, key: &str) -> bool {
+        let mut state = self.lock();
+        while state.queue.len() >= MAX_QUEUED && !state.stopping {
+            state = self.wait(state);
+        }
+        if state.stopping {
+            return false;
+        }
+        if state.outstanding.insert(key.to_owned()) {
+            state.queue.push_back(key.to_owned());
+        }
+        self.changed.notify_all();
+        true
+    }
+
+    pub fn is_outstanding(&self, key: &str) -> bool {
+        self.lock().outstanding.contains(key)
+    }
+
+    /// The outstanding keys that start with `prefix`. A listing sent while one of them
+    /// was being deleted may still show it after the delete is done.
+    pub fn outstanding_below(&self, prefix: &str) -> HashSet<String> {
+        self.lock()
+            .outstanding
+            .iter()
+            .filter(|key| key.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// Returns once `key` is no longer waiting to be deleted.
+    pub fn wait_for(&self, key: &str) {
+        let mut state = self.lock();
+        while state.outstanding.contains(key) {
+            state = self.wait(state);
+        }
+    }
+
+    /// Returns once every queued delete has been sent (or given up), or at `deadline`.
+    pub fn wait_for_all(&self, deadline: Option<Instant>) {
+        let mut state = self.lock();
+        while !state.outstanding.is_empty() {
+            match deadline {
+                None => state = self.wait(state),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        warn!(
+                            "{} renamed-away keys not deleted yet; they stay under their old names",
+                            state.outstanding.len()
+                        );
+                        return;
+                    }
+                    state = self
+                        .changed
+                        .wait_timeout(state, deadline - now)
+                        .map(|(guard, _)| guard)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+                }
+            }
+        }
+    }
+
+    /// Sends what is queued, then ends the worker.
+    pub fn stop(&self, deadline: Instant) {
+        self.wait_for_all(Some(deadline));
+        self.lock().stopping = true;
+        self.changed.notify_all();
+    }
+
+    fn run(&self, client: &S3Client, retry_budget: Duration) {
+        loop {
+            let key = {
+                let mut state = self.lock();
+                loop {
+                    if let Some(key) = state.queue.pop_front() {
+                        break key;
+                    }
+                    if state.stopping {
+                        return;
+                    }
+                    state = self.wait(state);
+                }
+            };
+            // The queue has room again.
+            self.changed.notify_all();
+            match retry_within(retry_budget, || client.delete_object(&key), || false) {
+                Ok(()) => debug!("deleted {key:?} (renamed away)"),
+                Err(error) => warn!(
+                    "could not delete {key:?} after renaming it: {error}; it stays visible under its old name"
+                ),
+            }
+            self.lock().outstanding.remove(&key);
+            self.changed.notify_all();
+        }
+    }
+}
