@@ -531,6 +531,17 @@ unmount_contestant() {
 # Timed uploads
 # ---------------------------------------------------------------------------------------------
 
+# Waits for the background uploads in timed_upload's `pids` (one per key in `keys`); the
+# first that exited non-zero fails the workload, with the last line of its error log.
+wait_uploads() {
+  local what=$1 errors=$2 i rc
+  for i in "${!pids[@]}"; do
+    rc=0
+    wait "${pids[$i]}" || rc=$?
+    [ "$rc" = 0 ] || fail "$what to ${keys[$i]} exited $rc: $(tail -1 "$errors")"
+  done
+}
+
 # Runs one timed upload of files to keys (pairs SRC KEY ...) and records MiB/s, the
 # contestant's CPU s/GiB and Garage's CPU s/GiB. The clock runs from the start of cp until
 # every object exists with its full size (HEAD), so a write-back cache gets no credit for
@@ -543,7 +554,7 @@ timed_upload() {
     shift 2
   done
   sync # earlier dirty data (s3fs/rclone staging files) should not be written back now
-  local t0 t1 c0 c1 g0 g1 cpu out i rc pids=() wait_args=()
+  local t0 t1 c0 c1 g0 g1 cpu out i pids=() wait_args=()
   g0=$(cpu_ticks "$garage_pid")
   if [ "$contestant" = raw ]; then
     local pairs=()
@@ -562,11 +573,7 @@ timed_upload() {
         s3 cp --only-show-errors "${srcs[$i]}" "s3://$S3_BUCKET/${keys[$i]}" 2>>"$work/logs/aws.err" &
       pids+=($!)
     done
-    for i in "${!pids[@]}"; do
-      rc=0
-      wait "${pids[$i]}" || rc=$?
-      [ "$rc" = 0 ] || fail "aws s3 cp to ${keys[$i]} exited $rc: $(tail -1 "$work/logs/aws.err")"
-    done
+    wait_uploads "aws s3 cp" "$work/logs/aws.err"
     read -r cpu rss < <(timed_totals "$times")
     record "$workload" "$contestant" rss_kib "$rss"
   else
@@ -577,11 +584,7 @@ timed_upload() {
       timeout -k 10 600 cp "${srcs[$i]}" "$mnt/${keys[$i]}" 2>>"$work/logs/cp.err" &
       pids+=($!)
     done
-    for i in "${!pids[@]}"; do
-      rc=0
-      wait "${pids[$i]}" || rc=$?
-      [ "$rc" = 0 ] || fail "cp to ${keys[$i]} exited $rc: $(tail -1 "$work/logs/cp.err")"
-    done
+    wait_uploads cp "$work/logs/cp.err"
   fi
   for i in "${!keys[@]}"; do wait_args+=("${keys[$i]}" "${sizes[$i]}"); done
   out=$(raw wait --timeout 300 "${wait_args[@]}" 2>&1) || fail "objects incomplete: $out"
