@@ -534,6 +534,19 @@ fn known_sequences() -> Vec<(&'static str, Vec<Step>)> {
                 },
             ],
         ),
+        (
+            // Found by the random search after markers were held (fixed with it): another
+            // mount saw the directory through its file before the marker was sent, and a
+            // listing kept its marker-less attributes fresh forever (mode 0755 for 0700).
+            "a new directory seen by another mount before its held marker is sent",
+            vec![
+                Step::Mkdir {
+                    at: lit("a"),
+                    mode: 0o700,
+                },
+                create("a/a", 0),
+            ],
+        ),
     ]
 }
 

@@ -1,11 +1,12 @@
 //! The namespace: what the mount shows and how file operations become S3 requests.
 //!
-//! Owns the inode table (names, keys, cached attributes with a TTL), open file
-//! handles, directory listings over ListObjectsV2 with `/` delimiter, directory
-//! markers, POSIX metadata, rename as copy + delete, and when an open file's upload
-//! completes (flush of the opening process, fsync, release). Every call may block on
-//! S3; the FUSE adapter decides which thread runs it. Errors are errnos, with the
-//! reason logged here where the cause is known.
+//! Owns the inode table (names, keys, cached attributes with a TTL, remembered
+//! misses), open file handles, directory listings over ListObjectsV2 with `/`
+//! delimiter, directory markers and attribute changes held briefly so they fold into
+//! one request, POSIX metadata, rename as copy + delete (the delete deferred, see
+//! `deletes`), and when an open file's upload completes (flush of the opening process,
+//! fsync, release). Every call may block on S3; the FUSE adapter decides which thread
+//! runs it. Errors are errnos, with the reason logged here where the cause is known.
 
 mod deletes;
 pub mod inode;
@@ -529,6 +530,9 @@ impl Namespace {
                 inode.metadata = existing.metadata;
                 inode.metadata_loaded = existing.metadata_loaded;
                 inode.last_modified = existing.last_modified;
+                // The listing shows the directory exists, not what its marker holds now
+                // (another mount may have sent it since): the attributes expire as before.
+                inode.valid_until = existing.valid_until;
             }
             let child = table.upsert(inode);
             seen.insert(name.to_owned(), child);
