@@ -24,7 +24,7 @@ plot datafile using 2:xtic(1) title "large file" linecolor rgb "#3b7dd8", \
      ''       using 0:2:(sprintf("%.0f", column(2))) with labels offset -2.2,0.7 notitle, \
      ''       using 0:3:(sprintf("%.0f", column(3))) with labels offset 2.2,0.7 notitle
 
-set title "Filesystem daemon CPU, s per GiB (lower is better)"
+set title "CPU of the daemon (or uploading process), s per GiB (lower is better)"
 plot datafile using 4:xtic(1) title "large file" linecolor rgb "#d8703b", \
      ''       using 5 title "8 parallel writers" linecolor rgb "#eeb48f", \
      ''       using 0:4:(sprintf("%.1f", column(4))) with labels offset -2.2,0.7 notitle, \
