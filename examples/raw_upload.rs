@@ -350,20 +350,7 @@ async fn put_file(
     let first = tokio::task::block_in_place(|| read_chunk(&mut file, part_size))?;
     if first.len() < part_size {
         // Fits in one part: one PutObject, as s3upfs does at close.
-        let len = first.len() as u64;
-        let body = Bytes::from(first);
-        s3.count();
-        s3.client
-            .put_object()
-            .bucket(&s3.bucket)
-            .key(key)
-            .checksum_crc32_c(crc32c_base64(&body))
-            .body(ByteStream::from(body))
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map_err(|e| format!("PutObject: {}", DisplayErrorContext(e)))?;
+        let len = put_small(s3, key, Bytes::from(first)).await?;
         drop(permit);
         return Ok(len);
     }
@@ -416,6 +403,24 @@ async fn put_file(
             Err(e)
         }
     }
+}
+
+/// One PutObject with the CRC32C and unsigned payload s3upfs sends for a small file.
+async fn put_small(s3: &S3, key: &str, body: Bytes) -> Result<u64> {
+    let len = body.len() as u64;
+    s3.count();
+    s3.client
+        .put_object()
+        .bucket(&s3.bucket)
+        .key(key)
+        .checksum_crc32_c(crc32c_base64(&body))
+        .body(ByteStream::from(body))
+        .customize()
+        .disable_payload_signing()
+        .send()
+        .await
+        .map_err(|e| format!("PutObject {key}: {}", DisplayErrorContext(e)))?;
+    Ok(len)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -502,19 +507,7 @@ async fn put_dir(s3: &S3, dir: &Path, prefix: &str, concurrency: usize) -> Resul
         let body = Bytes::from(tokio::task::block_in_place(|| std::fs::read(&path))?);
         let s3 = s3.clone();
         uploads.spawn(async move {
-            let len = body.len() as u64;
-            s3.count();
-            s3.client
-                .put_object()
-                .bucket(&s3.bucket)
-                .key(&key)
-                .checksum_crc32_c(crc32c_base64(&body))
-                .body(ByteStream::from(body))
-                .customize()
-                .disable_payload_signing()
-                .send()
-                .await
-                .map_err(|e| format!("PutObject {key}: {}", DisplayErrorContext(e)))?;
+            let len = put_small(&s3, &key, body).await?;
             drop(permit);
             Ok::<_, Error>(len)
         });

@@ -703,6 +703,21 @@ fn a_delayed_delete_of_a_renamed_files_old_name_never_removes_a_new_file_of_that
         proxy.summary()
     );
 
+    // A directory whose only file was renamed out is empty at once, delete pending or not.
+    fs::create_dir(mount.join("e")).expect("mkdir e");
+    fs::write(mount.join("e/x"), b"x").expect("write e/x");
+    proxy.set_fault(
+        Op::DeleteObject,
+        When::Nths((1..=7).collect()),
+        Fault::SlowDown,
+    );
+    fs::rename(mount.join("e/x"), mount.join("x")).expect("rename e/x -> x");
+    fs::remove_dir(mount.join("e")).expect("rmdir right after renaming its file out");
+    assert!(
+        !direct.exists("e/x"),
+        "rmdir waited for the old key's delete"
+    );
+
     // Unmounting right after a rename still deletes the old name before the daemon exits.
     proxy.set_fault(
         Op::DeleteObject,
