@@ -237,6 +237,13 @@ fn a_new_directory_is_one_marker_put_sent_within_a_second_or_at_fsync() {
         marker.metadata
     );
 
+    // A directory whose only entry is a new (held) directory is not empty.
+    std::fs::create_dir_all(mount.join("outer/inner")).expect("mkdir -p");
+    let error = std::fs::remove_dir(mount.join("outer")).expect_err("rmdir of outer");
+    assert_eq!(error.raw_os_error(), Some(libc::ENOTEMPTY));
+    std::fs::remove_dir(mount.join("outer/inner")).expect("rmdir inner");
+    std::fs::remove_dir(mount.join("outer")).expect("rmdir outer");
+
     // mkdir + rmdir at once: nothing to send.
     std::fs::create_dir(mount.join("brief")).expect("mkdir");
     std::fs::remove_dir(mount.join("brief")).expect("rmdir");

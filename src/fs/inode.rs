@@ -46,6 +46,12 @@ impl Inode {
     pub fn is_being_written(&self) -> bool {
         self.active_write.is_some()
     }
+
+    /// Ours and maybe not in S3 yet: a file being written, or a held change (for a new
+    /// directory, its marker).
+    pub fn exists_only_locally(&self) -> bool {
+        self.is_being_written() || self.pending_metadata_since.is_some()
+    }
 }
 
 pub struct InodeTable {
@@ -171,7 +177,7 @@ impl InodeTable {
             .collect()
     }
 
-    pub fn inodes_mut(&mut self) -> impl Iterator<Item = (&u64, &mut Inode)> {
-        self.inodes.iter_mut()
+    pub fn inodes(&self) -> impl Iterator<Item = (&u64, &Inode)> {
+        self.inodes.iter()
     }
 }

@@ -394,8 +394,7 @@ impl Namespace {
                     .child(parent, &name)
                     .and_then(|c| Some((c, table.get(c)?)));
                 if let Some((ino, inode)) = child
-                    && (inode.is_being_written()
-                        || inode.pending_metadata_since.is_some()
+                    && (inode.exists_only_locally()
                         || (inode.is_fresh(now) && inode.metadata_loaded))
                 {
                     return Ok(self.attributes(ino, inode));
@@ -461,8 +460,7 @@ impl Namespace {
             let table = self.table();
             let inode = table.get(ino).ok_or(libc::ENOENT)?;
             if ino == ROOT_INO
-                || inode.is_being_written()
-                || inode.pending_metadata_since.is_some()
+                || inode.exists_only_locally()
                 || (inode.is_fresh(now) && inode.metadata_loaded)
             {
                 return Ok(self.attributes(ino, inode));
@@ -583,9 +581,9 @@ impl Namespace {
             }
             // Ours and not in S3 yet (being written, a held directory marker), or seen
             // too recently to be gone.
-            let keep = table.get(child).is_some_and(|c| {
-                c.is_being_written() || c.pending_metadata_since.is_some() || c.valid_until > now
-            });
+            let keep = table
+                .get(child)
+                .is_some_and(|c| c.exists_only_locally() || c.valid_until > now);
             if keep {
                 seen.insert(name, child);
             } else {
@@ -1056,7 +1054,7 @@ impl Namespace {
             table
                 .children_of(attributes.ino)
                 .into_iter()
-                .any(|(_, child)| table.get(child).is_some_and(|c| c.is_being_written()))
+                .any(|(_, child)| table.get(child).is_some_and(|c| c.exists_only_locally()))
         };
         if pending_children || below.objects.iter().any(|o| o.key != marker) {
             return Err(libc::ENOTEMPTY);
@@ -1198,6 +1196,9 @@ impl Namespace {
     fn rename_file(&self, ino: u64, source_path: &str, target_path: &str) -> FsResult<()> {
         let source_key = self.object_key(source_path);
         let target_key = self.object_key(target_path);
+        // An earlier rename away from the target name must not delete what lands there
+        // (by the copy below, or by an unstarted upload that simply takes the new key).
+        self.deletes.wait_for(&target_key);
         let (active, metadata, pending, mut size) = {
             let mut table = self.table();
             let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
@@ -1226,7 +1227,6 @@ impl Namespace {
         // Pending attribute changes ride along with the copy; otherwise the object's own
         // metadata (including keys other tools wrote) is copied as it is.
         let replaced = pending.then(|| Self::headers_for(&metadata, None));
-        self.deletes.wait_for(&target_key);
         if let Err(error) =
             self.client
                 .copy_object(&source_key, &target_key, replaced.as_ref(), size)
@@ -1377,18 +1377,20 @@ impl Namespace {
         // held marker left to write at its old name.
         let _marker_writes = self.lock_marker_writes();
         let now = Instant::now();
-        let due: Vec<(u64, String, PosixMetadata, u64, Kind)> = {
-            let mut table = self.table();
+        // The change stays held (and so what stat shows) until it has landed: a stat in
+        // between must not fetch the object's old attributes over it.
+        let due: Vec<(u64, Instant, String, PosixMetadata, u64, Kind)> = {
+            let table = self.table();
             table
-                .inodes_mut()
+                .inodes()
                 .filter_map(|(ino, inode)| {
                     let since = inode.pending_metadata_since?;
                     if now.duration_since(since) < min_age {
                         return None;
                     }
-                    inode.pending_metadata_since = None;
                     Some((
                         *ino,
+                        since,
                         inode.path.clone(),
                         inode.metadata,
                         inode.size,
@@ -1397,7 +1399,7 @@ impl Namespace {
                 })
                 .collect()
         };
-        for (ino, path, metadata, size, kind) in due {
+        for (ino, since, path, metadata, size, kind) in due {
             let key = self.object_key(&path);
             let applied = if kind == Kind::Directory {
                 self.client
@@ -1412,15 +1414,27 @@ impl Namespace {
                 self.client
                     .copy_object(&key, &key, Some(&Self::headers_for(&metadata, None)), size)
             };
-            match applied {
-                Ok(()) => debug!("applied attribute changes of {path:?}"),
+            let landed = match applied {
+                Ok(()) => {
+                    debug!("applied attribute changes of {path:?}");
+                    true
+                }
                 // Renamed or deleted in the meantime: nothing left to change.
-                Err(e) if e.kind == crate::s3::S3ErrorKind::NotFound => {}
+                Err(e) if e.kind == crate::s3::S3ErrorKind::NotFound => true,
                 Err(e) => {
                     warn!("attribute change of {path:?} not applied yet: {e}");
-                    if let Some(inode) = self.table().get_mut(ino) {
-                        inode.pending_metadata_since.get_or_insert(now);
-                    }
+                    false
+                }
+            };
+            let mut table = self.table();
+            if let Some(inode) = table.get_mut(ino)
+                && inode.pending_metadata_since == Some(since)
+            {
+                // Unless a rename took the change or a newer one arrived meanwhile.
+                if landed && inode.metadata == metadata {
+                    inode.pending_metadata_since = None;
+                } else if !landed {
+                    inode.pending_metadata_since = Some(Instant::now());
                 }
             }
         }
@@ -1437,9 +1451,8 @@ impl Namespace {
     /// Aborts every upload still open (unmount, SIGTERM): nothing half-written appears,
     /// and the writers get EIO. Idempotent; the upload pool stops afterwards.
     pub fn abort_all(&self) {
-        self.apply_pending_metadata(Duration::ZERO);
-        self.deletes
-            .stop(Instant::now() + self.uploads.retry_budget);
+        // Uploads first: held changes and deletes may wait for the server, and a stop
+        // that times out meanwhile must not leave multipart uploads behind.
         let active = self.table().active_writes();
         for write in active {
             let mut writer = write.writer();
@@ -1451,6 +1464,9 @@ impl Namespace {
                 writer.abort("unmounted before the file was closed");
             }
         }
+        self.apply_pending_metadata(Duration::ZERO);
+        self.deletes
+            .stop(Instant::now() + self.uploads.retry_budget);
         self.uploads.pool.shutdown();
     }
 

@@ -412,7 +412,11 @@ impl S3Client {
             .copy_parts(source_key, target_key, &upload_id, size, part_size)
             .and_then(|parts| self.complete_multipart_upload(target_key, &upload_id, &parts));
         if let Err(error) = result {
-            let _ = self.abort_multipart_upload(target_key, &upload_id);
+            if let Err(abort) = self.abort_multipart_upload(target_key, &upload_id) {
+                log::warn!(
+                    "multipart copy to {target_key:?} failed and its upload {upload_id} could not be aborted ({abort}): remove it with `s3upfs cleanup`"
+                );
+            }
             return Err(error);
         }
         Ok(())

@@ -432,9 +432,9 @@ impl ObjectWriter {
             && reported != checksum
         {
             // The object is there but not what we wrote: remove it rather than leave it.
-            let _ = self.context.client.delete_object(&self.key);
             return Err(format!(
-                "server stored CRC32C {reported}, we sent {checksum}; object removed"
+                "server stored CRC32C {reported}, we sent {checksum}; {}",
+                self.remove_object()
             ));
         }
         Ok(1)
@@ -484,8 +484,11 @@ impl ObjectWriter {
             if let Some(reported) = reported
                 && reported != expected
             {
+                // Complete has happened, so there is no upload left to abort: the object
+                // itself must go.
                 return Err(format!(
-                    "server reports CRC32C {reported} for the completed object, expected {expected}"
+                    "server reports CRC32C {reported} for the completed object, expected {expected}; {}",
+                    self.remove_object()
                 ));
             }
             Ok(())
@@ -521,17 +524,23 @@ impl ObjectWriter {
         }
     }
 
+    /// Deletes an object that landed wrong; says what became of it, for the error line.
+    fn remove_object(&self) -> String {
+        match self.context.client.delete_object(&self.key) {
+            Ok(()) => "object removed".to_owned(),
+            Err(e) => format!("removing the object failed too ({e}): delete it by hand"),
+        }
+    }
+
     /// After Complete, the object must have exactly the size written.
     fn verify_size(&self, size: u64) -> Result<(), String> {
         match self.context.client.head_object(&self.key) {
             Ok(Some(info)) if info.size == size => Ok(()),
-            Ok(Some(info)) => {
-                let _ = self.context.client.delete_object(&self.key);
-                Err(format!(
-                    "completed object has {} bytes, {size} were written; object removed",
-                    info.size
-                ))
-            }
+            Ok(Some(info)) => Err(format!(
+                "completed object has {} bytes, {size} were written; {}",
+                info.size,
+                self.remove_object()
+            )),
             Ok(None) => Err("completed object is not there".to_owned()),
             Err(e) => Err(format!("could not verify the completed object: {e}")),
         }
