@@ -39,6 +39,14 @@ fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// fsync of a directory on the mount: sends held markers and attribute changes and waits
+/// for the deletes of renamed-away keys.
+fn sync_directory(dir: &Path) {
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .expect("fsync of a directory");
+}
+
 fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, op: &str) -> u64 {
     after.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0)
 }
@@ -279,9 +287,7 @@ fn a_new_directory_is_one_marker_put_sent_within_a_second_or_at_fsync() {
 
     // fsync of the directory sends its marker at once.
     std::fs::create_dir(mount.join("synced")).expect("mkdir");
-    std::fs::File::open(mount.join("synced"))
-        .and_then(|dir| dir.sync_all())
-        .expect("fsync of the directory");
+    sync_directory(&mount.join("synced"));
     assert!(client.exists("synced/"), "fsync sent the marker");
 }
 
@@ -427,6 +433,8 @@ fn rename_moves_files_and_directories_and_honours_its_flags() {
     std::fs::rename(mount.join("a"), mount.join("b")).expect("rename over an existing file");
     assert_eq!(std::fs::read(mount.join("b")).expect("read"), b"first");
     assert!(!mount.join("a").exists());
+    // The old key's delete follows rename; fsync of the directory waits for it.
+    sync_directory(mount.path());
     assert_eq!(client.list(""), vec!["b".to_owned()]);
 
     std::fs::create_dir_all(mount.join("dir/sub")).expect("mkdir");
@@ -565,6 +573,7 @@ fn renaming_an_object_over_the_copy_limit_copies_it_in_parallel_parts() {
     );
     assert_eq!(head.metadata.get("mode").map(String::as_str), Some("33152"));
     assert!(client.get("renamed").as_deref() == Some(&data[..]));
+    sync_directory(mount.path());
     assert!(!client.exists("large"));
     assert!(client.list_multipart_uploads().is_empty());
 }
@@ -599,9 +608,7 @@ fn a_renamed_files_old_key_is_deleted_after_rename_returns_yet_never_seen_again(
     std::fs::remove_dir(mount.join("e")).expect("rmdir right after the rename");
 
     // fsync of a directory returns once the old keys are deleted.
-    std::fs::File::open(mount.path())
-        .and_then(|dir| dir.sync_all())
-        .expect("fsync of the root");
+    sync_directory(mount.path());
     let mut keys = client.list("");
     keys.sort();
     assert_eq!(keys, vec!["d/", "d/a", "d/b", "x"]);
