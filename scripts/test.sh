@@ -12,6 +12,13 @@ export S3UPFS_GARAGE_BIN
 # then rebuilds only s3upfs itself, not its ~400 dependencies.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${S3UPFS_CACHE:-$HOME/.cache/s3upfs}/target}"
 
+# The tools the suite relies on drift with security updates (rsync 3.2.7 -> 3.5.0 did):
+# say which ones this run used, so a red run names what changed.
+echo "== tool versions: $(rsync --version | head -n1)"
+echo "==                fuse3 $(dpkg-query -W -f='${Version}' fuse3 2>/dev/null || echo '?'), $(fusermount3 --version 2>&1 | head -n1)"
+echo "==                kernel $(uname -r), $("$S3UPFS_GARAGE_BIN" --version 2>/dev/null | head -n1 || echo 'garage ?')"
+echo "==                $(rustc --version), $(cargo nextest --version 2>/dev/null | head -n1)"
+
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 # Two cores: mounts and servers run beside the tests, so keep the test threads low.

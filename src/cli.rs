@@ -58,18 +58,29 @@ struct ConnectionArgs {
     /// Address the bucket as ENDPOINT/BUCKET instead of BUCKET.ENDPOINT.
     #[arg(long)]
     force_path_style: bool,
+    /// How long one S3 request may go unanswered, plus 1 s per MiB it carries, before it
+    /// counts as failed (and is retried within the retry budget). Default 30s.
+    #[arg(long, value_name = "DURATION")]
+    request_timeout: Option<String>,
 }
 
 impl ConnectionArgs {
-    fn connection(&self, bucket: &str) -> crate::s3::Connection {
-        crate::s3::Connection {
+    fn connection(&self, bucket: &str) -> Result<crate::s3::Connection, String> {
+        let request_timeout = match self.request_timeout.as_deref() {
+            Some(text) => {
+                crate::size::parse_duration(text).map_err(|e| format!("--request-timeout: {e}"))?
+            }
+            None => crate::s3::DEFAULT_REQUEST_TIMEOUT,
+        };
+        Ok(crate::s3::Connection {
             bucket: bucket.to_owned(),
             endpoint: self.endpoint_url.clone(),
             region: self.region.clone(),
             profile: self.profile.clone(),
             path_style: self.force_path_style,
             credentials: None,
-        }
+            request_timeout,
+        })
     }
 }
 
@@ -180,6 +191,8 @@ pub struct MountConfig {
     /// Multipart uploads under the prefix older than this are aborted at mount.
     pub sweep_orphans_after: Option<std::time::Duration>,
     pub retry_budget: std::time::Duration,
+    /// How long one S3 request may go unanswered (plus 1 s per MiB it carries).
+    pub request_timeout: std::time::Duration,
 }
 
 impl MountConfig {
@@ -251,6 +264,13 @@ fn apply_options(args: &mut MountArgs) -> Result<(), String> {
                 args.connection.profile = args.connection.profile.take().or(Some(need(value)?))
             }
             "retry_budget" => args.retry_budget = args.retry_budget.take().or(Some(need(value)?)),
+            "request_timeout" => {
+                args.connection.request_timeout = args
+                    .connection
+                    .request_timeout
+                    .take()
+                    .or(Some(need(value)?))
+            }
             "sweep_orphans_older_than" => {
                 args.sweep_orphans_older_than =
                     args.sweep_orphans_older_than.take().or(Some(need(value)?))
@@ -351,9 +371,11 @@ fn resolve(mut args: MountArgs) -> Result<MountConfig, String> {
         }
         None => DEFAULT_RETRY_BUDGET,
     };
+    let request_timeout = args.connection.connection("")?.request_timeout;
     // SAFETY: getuid/getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     Ok(MountConfig {
+        request_timeout,
         source,
         mountpoint: PathBuf::from(mountpoint),
         endpoint_url: args.connection.endpoint_url,
@@ -450,7 +472,7 @@ fn admin_client(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
-    let client = crate::s3::connect(runtime.handle(), &connection.connection(&bucket))?;
+    let client = crate::s3::connect(runtime.handle(), &connection.connection(&bucket)?)?;
     client.check_bucket(&prefix)?;
     Ok((runtime, client, prefix))
 }

@@ -370,11 +370,15 @@ fn prepare(config: &MountConfig) -> Result<Prepared, String> {
             region,
             profile: config.profile.clone(),
             path_style,
+            request_timeout: config.request_timeout,
             credentials,
         },
     )?;
     client.check_bucket(&prefix)?;
-    sweep_orphans(&client, &prefix, config.sweep_orphans_after);
+    // A read-only mount changes nothing in the bucket, not even other clients' uploads.
+    if !config.read_only {
+        sweep_orphans(&client, &prefix, config.sweep_orphans_after);
+    }
 
     let uploads = UploadContext::new(
         Arc::clone(&client),

@@ -731,3 +731,39 @@ fn a_delayed_delete_of_a_renamed_files_old_name_never_removes_a_new_file_of_that
     assert!(!direct.exists("c"), "old name deleted before exit");
     assert_eq!(direct.get("d").as_deref(), Some(&b"c"[..]));
 }
+
+/// M2: a CreateMultipartUpload that keeps failing through the SDK's own attempts (a
+/// few seconds of 500s) is retried within the retry budget, like a part: the file lands.
+#[test]
+fn a_create_multipart_upload_failing_for_seconds_is_retried_within_the_budget() {
+    let server = S3Server::garage();
+    let proxy = FaultProxy::start(&server.endpoint());
+    let (through, _env) = via_proxy(&server, &proxy);
+    let mount = Mount::new(&through, &[]);
+    // More failures in a row than the SDK's 6 attempts of one request.
+    proxy.add_rule(
+        Rule::new(
+            Op::CreateMultipartUpload,
+            When::Always,
+            Fault::InternalError,
+        )
+        .limit(9),
+    );
+    let size = 3 * PART;
+    let mut reader = RandomReader::new(size as u64, 21);
+    let mut file = fs::File::create(mount.join("late")).expect("create");
+    write_from(&mut reader, &mut file, size).expect("writes");
+    close_checked(file).unwrap_or_else(|e| {
+        panic!(
+            "close failed: {e}\ndaemon log (errors):\n{}",
+            error_lines(&mount.log())
+        )
+    });
+    assert_object(&server, "late", size, 21);
+    assert!(
+        proxy.count(Op::CreateMultipartUpload) >= 10,
+        "the failures were seen: {}",
+        proxy.summary()
+    );
+    assert!(server.client().list_multipart_uploads().is_empty());
+}

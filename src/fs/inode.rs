@@ -117,7 +117,17 @@ impl InodeTable {
             let active_write = existing.active_write.take();
             let pending = existing.pending_metadata_since;
             let listing = existing.listing_valid_until;
+            // What the server says (a listing or a HEAD: no held change, no writer of
+            // its own) must not undo a change we hold and have not sent yet.
+            let from_server =
+                inode.pending_metadata_since.is_none() && inode.active_write.is_none();
+            let held = (from_server && pending.is_some())
+                .then_some((existing.metadata, existing.metadata_loaded));
             *existing = inode;
+            if let Some((metadata, loaded)) = held {
+                existing.metadata = metadata;
+                existing.metadata_loaded = loaded;
+            }
             existing.active_write = existing.active_write.take().or(active_write);
             existing.pending_metadata_since = existing.pending_metadata_since.or(pending);
             existing.listing_valid_until = existing.listing_valid_until.or(listing);

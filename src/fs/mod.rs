@@ -754,21 +754,19 @@ impl Namespace {
         }
     }
 
-    /// Writes through a handle. Without `may_block` it returns `NeedsMemory` instead of
-    /// waiting for the memory budget, so the caller can wait on another thread.
-    pub fn write(
-        &self,
-        fh: u64,
-        offset: u64,
-        data: &[u8],
-        may_block: bool,
-    ) -> FsResult<WriteProgress> {
+    /// Writes through a handle without waiting: `NeedsMemory` says what the rest of
+    /// `data` waits for (see [`Namespace::write_waiting`]).
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<WriteProgress> {
         let file = self.handle(fh)?;
         let OpenFile::Writer { active, .. } = &*file else {
             return Err(libc::EBADF);
         };
+        Self::write_once(active, offset, data)
+    }
+
+    fn write_once(active: &ActiveWrite, offset: u64, data: &[u8]) -> FsResult<WriteProgress> {
         let mut writer = active.writer();
-        let result = writer.write(offset, data, may_block);
+        let result = writer.write(offset, data);
         active.size.store(writer.size(), Ordering::Release);
         result.map_err(|error| {
             match &error {
@@ -787,6 +785,68 @@ impl Namespace {
             }
             error.errno()
         })
+    }
+
+    /// Writes through a handle, waiting for memory as long as memory comes back, without
+    /// holding the writer's lock while it waits (so close, unlink and unmount never queue
+    /// behind it). Returns how many bytes were taken: all, or those taken before a wait
+    /// ended early. A wait that ends with nothing taken is an error: EINTR when
+    /// `cancelled` (the writer got a signal), EDQUOT when the memory budget is held by
+    /// open files that nothing is uploading, EIO at unmount.
+    pub fn write_waiting(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        cancelled: &dyn Fn() -> bool,
+    ) -> FsResult<usize> {
+        let file = self.handle(fh)?;
+        let OpenFile::Writer { active, .. } = &*file else {
+            return Err(libc::EBADF);
+        };
+        let mut taken = 0usize;
+        loop {
+            match Self::write_once(active, offset + taken as u64, &data[taken..])? {
+                WriteProgress::Done => return Ok(data.len()),
+                WriteProgress::NeedsMemory { written, need } => {
+                    taken += written;
+                    if let Err(code) = self.wait_for_need(active, need, cancelled) {
+                        return if taken > 0 { Ok(taken) } else { Err(code) };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for what a blocked writer needs and hands it over; the errno says why not.
+    fn wait_for_need(
+        &self,
+        active: &ActiveWrite,
+        need: crate::upload::writer::Need,
+        cancelled: &dyn Fn() -> bool,
+    ) -> FsResult<()> {
+        use crate::upload::budget::WaitFailure;
+        match self.uploads.wait_for(need, cancelled) {
+            Ok(Some(reservation)) => {
+                active.writer().give_spare(reservation);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(WaitFailure::Interrupted) => {
+                debug!("a write waiting for memory was interrupted by a signal: EINTR");
+                Err(libc::EINTR)
+            }
+            Err(WaitFailure::Closed) => Err(libc::EIO),
+            Err(WaitFailure::Stalled) => {
+                warn!(
+                    "write refused (EDQUOT): the memory budget (--max-memory {} bytes) is held by \
+                     files open for writing and no upload is freeing any; close some files or \
+                     raise --max-memory",
+                    self.uploads.budget.limit()
+                );
+                Err(libc::EDQUOT)
+            }
+        }
     }
 
     /// Completes the upload and refreshes the inode from the result.
@@ -813,12 +873,27 @@ impl Namespace {
     /// close() of one descriptor. Only the opening process's close completes the
     /// upload: duplicates (dd), forked children and shell subprocesses close theirs
     /// earlier, and completing then would cut the file short.
-    pub fn flush(&self, fh: u64, pid: u32) -> FsResult<()> {
+    ///
+    /// `killed`: the closing process is exiting by a signal (SIGKILL, Ctrl-C), so the
+    /// kernel closes its files and what it wrote is unfinished: the opener's upload is
+    /// aborted, never published under the file's name.
+    pub fn flush(&self, fh: u64, pid: u32, killed: bool) -> FsResult<()> {
         let file = self.handle(fh)?;
         let OpenFile::Writer { ino, active } = &*file else {
             return Ok(());
         };
         let tgid = thread_group_of(pid);
+        if killed && tgid == active.opener_tgid {
+            let mut writer = active.writer();
+            if !writer.is_completed() && writer.failure().is_none() {
+                warn!(
+                    "{:?}: its writer was killed by a signal before closing it: upload aborted, nothing published",
+                    writer.key()
+                );
+                writer.abort("the writing process was killed");
+            }
+            return Ok(());
+        }
         if tgid != active.opener_tgid {
             debug!(
                 "inode {ino}: flush from process {tgid}, not the opener {}: not completing yet",
@@ -895,7 +970,7 @@ impl Namespace {
         // A finished upload still attached to its inode (closed, not yet released) takes
         // no more metadata: the change goes the way of any finished object's. Checked
         // outside the table lock: the writer may be waiting for memory.
-        let active = active.filter(|a| !a.writer().is_completed());
+        let active = active.filter(|a| !a.writer().is_final());
         let type_bits = match kind {
             Kind::Directory => S_IFDIR,
             Kind::File => S_IFREG,
@@ -916,14 +991,10 @@ impl Namespace {
 
         let writing = active.is_some();
         if let Some(active) = active {
-            let mut writer = active.writer();
             if let Some(size) = changes.size {
-                writer.truncate(size).map_err(|e| {
-                    warn!("{path:?}: truncate to {size} refused: {e:?}");
-                    e.errno()
-                })?;
-                active.size.store(writer.size(), Ordering::Release);
+                self.truncate_writer(&active, &path, size)?;
             }
+            let mut writer = active.writer();
             let content_type = writer.headers().content_type.clone();
             writer.set_headers(Self::headers_for(&metadata, content_type.as_deref()));
         } else if kind != Kind::Directory {
@@ -961,6 +1032,27 @@ impl Namespace {
         }
         inode.valid_until = Instant::now() + self.config.attr_ttl;
         Ok(self.attributes(ino, inode))
+    }
+
+    /// Truncates a file being written, waiting for memory (bounded) when it grows.
+    fn truncate_writer(&self, active: &ActiveWrite, path: &str, size: u64) -> FsResult<()> {
+        loop {
+            let progress = {
+                let mut writer = active.writer();
+                let result = writer.truncate(size);
+                active.size.store(writer.size(), Ordering::Release);
+                result.map_err(|e| {
+                    warn!("{path:?}: truncate to {size} refused: {e:?}");
+                    e.errno()
+                })?
+            };
+            match progress {
+                WriteProgress::Done => return Ok(()),
+                WriteProgress::NeedsMemory { need, .. } => {
+                    self.wait_for_need(active, need, &|| false)?
+                }
+            }
+        }
     }
 
     fn lock_marker_writes(&self) -> MutexGuard<'_, ()> {
@@ -1173,9 +1265,19 @@ impl Namespace {
                 (Kind::Directory, _) => return Err(libc::ENOTDIR),
                 (_, Kind::Directory) => return Err(libc::EISDIR),
                 _ => {
-                    // The replaced file's held chmod/utimes must not land on the new object.
-                    if let Some(replaced) = self.table().get_mut(target.ino) {
+                    // The replaced file's held chmod/utimes must not land on the new object,
+                    // and a writer still open on it is detached as if it were unlinked
+                    // (POSIX): its later writes and close succeed and go nowhere. This
+                    // happens before the copy, so a close racing with us lands first and
+                    // the copy replaces it.
+                    let replaced_writer = self.table().get_mut(target.ino).and_then(|replaced| {
                         replaced.pending_metadata_since = None;
+                        replaced.active_write.take()
+                    });
+                    if let Some(active) = replaced_writer {
+                        active
+                            .writer()
+                            .discard("replaced by a rename while being written");
                     }
                 }
             }
@@ -1212,9 +1314,17 @@ impl Namespace {
         };
         if let Some(active) = active {
             let mut writer = active.writer();
-            if !writer.is_completed() {
+            if !writer.is_final() {
                 if writer.set_key(target_key.clone()) {
-                    // Nothing uploaded yet: the object is simply created under the new name.
+                    // Nothing uploaded yet: the object is simply created under the new
+                    // name. What the source key may hold (the object an O_TRUNC open
+                    // replaced, dd's empty first close) is gone with the old name.
+                    drop(writer);
+                    if !self.deletes.schedule(&source_key) {
+                        self.client
+                            .delete_object(&source_key)
+                            .map_err(|e| log_s3(&e))?;
+                    }
                     return Ok(());
                 }
                 info!(
@@ -1453,7 +1563,23 @@ impl Namespace {
     pub fn abort_all(&self) {
         // Uploads first: held changes and deletes may wait for the server, and a stop
         // that times out meanwhile must not leave multipart uploads behind.
-        let active = self.table().active_writes();
+        // Writers waiting for memory or pool room stop waiting now.
+        self.uploads.budget.close();
+        // Every open writer: those of the inodes, and those a second open of the same
+        // file has replaced there (still reachable through their handles).
+        let mut active = self.table().active_writes();
+        for file in self
+            .handles
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+        {
+            if let OpenFile::Writer { active: write, .. } = &**file
+                && !active.iter().any(|known| Arc::ptr_eq(known, write))
+            {
+                active.push(Arc::clone(write));
+            }
+        }
         for write in active {
             let mut writer = write.writer();
             if !writer.is_completed() && writer.failure().is_none() {

@@ -21,6 +21,7 @@ use fuser::{
 };
 use log::{debug, warn};
 
+mod caller;
 mod responders;
 
 use crate::fs::{AttributeChanges, Attributes, DirEntry, Kind, Namespace};
@@ -34,7 +35,8 @@ const MAX_WRITE: u32 = 1 << 20;
 pub struct FuseAdapter {
     namespace: Arc<Namespace>,
     responders: Responders,
-    directories: Mutex<HashMap<u64, Vec<DirEntry>>>,
+    /// Open directory handles: the listing each reads from, taken at its first readdir.
+    directories: Mutex<HashMap<u64, Option<Vec<DirEntry>>>>,
     next_directory_handle: AtomicU64,
 }
 
@@ -312,7 +314,7 @@ impl Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -322,17 +324,21 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.namespace.write(fh.0, offset, data, false) {
+        match self.namespace.write(fh.0, offset, data) {
             Ok(WriteProgress::Done) => reply.written(data.len() as u32),
-            Ok(WriteProgress::NeedsMemory { written }) => {
+            Ok(WriteProgress::NeedsMemory { written, .. }) => {
                 // Back-pressure: wait for the budget on another thread, so this
-                // dispatch thread stays free for other requests.
+                // dispatch thread stays free for other requests. The wait ends when
+                // the writing thread gets a signal: it can always be killed.
                 let rest = data[written..].to_vec();
-                let total = data.len() as u32;
                 let namespace = Arc::clone(&self.namespace);
+                let tid = req.pid();
                 self.responders.run("write-wait", move || {
-                    match namespace.write(fh.0, offset + written as u64, &rest, true) {
-                        Ok(_) => reply.written(total),
+                    let cancelled = || caller::interrupted(tid);
+                    match namespace.write_waiting(fh.0, offset + written as u64, &rest, &cancelled)
+                    {
+                        Ok(more) => reply.written((written + more) as u32),
+                        Err(_) if written > 0 => reply.written(written as u32),
                         Err(code) => reply.error(errno(code)),
                     }
                 });
@@ -351,8 +357,10 @@ impl Filesystem for FuseAdapter {
     ) {
         let namespace = Arc::clone(&self.namespace);
         let pid = req.pid();
+        // Checked here, while the closing thread is surely still exiting.
+        let killed = caller::killed(pid);
         self.responders.run("flush", move || {
-            reply_empty(reply, namespace.flush(fh.0, pid))
+            reply_empty(reply, namespace.flush(fh.0, pid, killed))
         });
     }
 
@@ -385,14 +393,18 @@ impl Filesystem for FuseAdapter {
             .run("fsync", move || reply_empty(reply, namespace.fsync(fh.0)));
     }
 
+    /// Opening a directory lists nothing yet: programs open directories for fchmod,
+    /// fchdir or fsync as often as to read them (rsync 3.5 opens each new directory to
+    /// set its mode). The first readdir lists.
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.namespace.list_directory(ino.0) {
-            Ok(entries) => {
+        match self.namespace.getattr(ino.0) {
+            Ok(attributes) if attributes.kind != Kind::Directory => reply.error(Errno::ENOTDIR),
+            Ok(_) => {
                 let fh = self.next_directory_handle.fetch_add(1, Ordering::Relaxed);
                 self.directories
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .insert(fh, entries);
+                    .insert(fh, None);
                 reply.opened(FileHandle(fh), FopenFlags::empty());
             }
             Err(code) => reply.error(errno(code)),
@@ -407,11 +419,42 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let listed = match self
+            .directories
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&fh.0)
+        {
+            None => {
+                reply.error(Errno::EBADF);
+                return;
+            }
+            Some(listed) => listed.is_some(),
+        };
+        if !listed {
+            // The snapshot this handle reads from: one listing per opendir.
+            match self.namespace.list_directory(ino.0) {
+                Ok(entries) => {
+                    if let Some(slot) = self
+                        .directories
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .get_mut(&fh.0)
+                    {
+                        slot.get_or_insert(entries);
+                    }
+                }
+                Err(code) => {
+                    reply.error(errno(code));
+                    return;
+                }
+            }
+        }
         let directories = self
             .directories
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(entries) = directories.get(&fh.0) else {
+        let Some(Some(entries)) = directories.get(&fh.0) else {
             reply.error(Errno::EBADF);
             return;
         };

@@ -27,7 +27,12 @@ pub struct Connection {
     pub path_style: bool,
     /// Fixed credentials (the `--local` server's); otherwise the standard chain.
     pub credentials: Option<Credentials>,
+    /// How long one request may go unanswered, plus 1 s per MiB it carries.
+    pub request_timeout: Duration,
 }
+
+/// The default of `--request-timeout`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn connect(runtime: &Handle, connection: &Connection) -> Result<Arc<S3Client>, String> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
@@ -71,6 +76,7 @@ pub fn connect(runtime: &Handle, connection: &Connection) -> Result<Arc<S3Client
         runtime.clone(),
         connection.bucket.clone(),
         connection.endpoint.clone(),
+        connection.request_timeout,
     )))
 }
 

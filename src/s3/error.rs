@@ -16,6 +16,9 @@ pub enum S3ErrorKind {
     Unreachable,
     /// The server answered something we could not use.
     Protocol,
+    /// A 4xx the same request would get again (KeyTooLongError, EntityTooLarge,
+    /// InvalidArgument, InvalidPart, …): never retried.
+    Rejected,
     /// Any other error the server returned.
     Other,
 }
@@ -62,23 +65,7 @@ impl S3Error {
                 let inner = service.err();
                 let code = inner.code().unwrap_or("");
                 let message = inner.message().unwrap_or("");
-                let kind = match (code, status) {
-                    ("NoSuchBucket", _) => S3ErrorKind::NoSuchBucket,
-                    ("NoSuchKey" | "NoSuchUpload" | "NotFound", _) | (_, 404) => {
-                        S3ErrorKind::NotFound
-                    }
-                    (
-                        "AccessDenied"
-                        | "InvalidAccessKeyId"
-                        | "SignatureDoesNotMatch"
-                        | "InvalidToken"
-                        | "ExpiredToken"
-                        | "Forbidden",
-                        _,
-                    )
-                    | (_, 401 | 403) => S3ErrorKind::AccessDenied,
-                    _ => S3ErrorKind::Other,
-                };
+                let kind = kind_of(code, status);
                 let code = if code.is_empty() {
                     format!("HTTP {status}")
                 } else {
@@ -128,7 +115,10 @@ impl S3Error {
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self.kind,
-            S3ErrorKind::NotFound | S3ErrorKind::NoSuchBucket | S3ErrorKind::AccessDenied
+            S3ErrorKind::NotFound
+                | S3ErrorKind::NoSuchBucket
+                | S3ErrorKind::AccessDenied
+                | S3ErrorKind::Rejected
         )
     }
 
@@ -137,6 +127,8 @@ impl S3Error {
         match self.kind {
             S3ErrorKind::NotFound => libc::ENOENT,
             S3ErrorKind::AccessDenied => libc::EACCES,
+            S3ErrorKind::Rejected if self.detail.starts_with("KeyTooLong") => libc::ENAMETOOLONG,
+            S3ErrorKind::Rejected if self.detail.starts_with("EntityTooLarge") => libc::EFBIG,
             _ => libc::EIO,
         }
     }
@@ -163,5 +155,82 @@ fn credential_hint(debug: &str) -> String {
     } else {
         let first_line: String = debug.chars().take(200).collect();
         format!("request failed: {first_line}")
+    }
+}
+
+/// What an S3 error code and HTTP status mean for us.
+fn kind_of(code: &str, status: u16) -> S3ErrorKind {
+    match (code, status) {
+        ("NoSuchBucket", _) => S3ErrorKind::NoSuchBucket,
+        ("NoSuchKey" | "NoSuchUpload" | "NotFound", _) | (_, 404) => S3ErrorKind::NotFound,
+        (
+            "AccessDenied"
+            | "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "InvalidToken"
+            | "ExpiredToken"
+            | "Forbidden",
+            _,
+        )
+        | (_, 401 | 403) => S3ErrorKind::AccessDenied,
+        // Worth another try: corrupted in transit, throttled, timed out.
+        (
+            "BadDigest"
+            | "InvalidDigest"
+            | "XAmzContentChecksumMismatch"
+            | "IncompleteBody"
+            | "SlowDown"
+            | "RequestTimeout"
+            | "RequestTimeTooSkewed",
+            _,
+        )
+        | (_, 408 | 429) => S3ErrorKind::Other,
+        (_, 400..=499) => S3ErrorKind::Rejected,
+        _ => S3ErrorKind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permanent_rejections_are_not_retried_and_transient_faults_are() {
+        for (code, status) in [
+            ("KeyTooLongError", 400),
+            ("InvalidArgument", 400),
+            ("EntityTooLarge", 400),
+            ("InvalidPart", 400),
+            ("MalformedXML", 400),
+            ("PreconditionFailed", 412),
+        ] {
+            assert_eq!(kind_of(code, status), S3ErrorKind::Rejected, "{code}");
+        }
+        for (code, status) in [
+            ("BadDigest", 400),
+            ("InvalidDigest", 400),
+            ("SlowDown", 503),
+            ("InternalError", 500),
+            ("RequestTimeout", 400),
+            ("", 429),
+        ] {
+            assert_eq!(kind_of(code, status), S3ErrorKind::Other, "{code}");
+        }
+        assert_eq!(kind_of("NoSuchUpload", 404), S3ErrorKind::NotFound);
+        assert_eq!(kind_of("AccessDenied", 403), S3ErrorKind::AccessDenied);
+    }
+
+    #[test]
+    fn a_too_long_key_is_enametoolong_and_a_too_large_entity_efbig() {
+        let rejected = |detail: &str| S3Error {
+            kind: S3ErrorKind::Rejected,
+            operation: "PutObject",
+            key: "k".to_owned(),
+            detail: detail.to_owned(),
+        };
+        assert!(!rejected("KeyTooLongError: too long").is_retryable());
+        assert_eq!(rejected("KeyTooLongError: x").errno(), libc::ENAMETOOLONG);
+        assert_eq!(rejected("EntityTooLarge: x").errno(), libc::EFBIG);
+        assert_eq!(rejected("InvalidArgument: x").errno(), libc::EIO);
     }
 }

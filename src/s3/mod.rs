@@ -9,7 +9,7 @@
 mod connect;
 mod error;
 
-pub use connect::{Connection, MAX_ATTEMPTS, connect};
+pub use connect::{Connection, DEFAULT_REQUEST_TIMEOUT, MAX_ATTEMPTS, connect};
 pub use error::{S3Error, S3ErrorKind};
 
 use std::collections::HashMap;
@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, MetadataDirective,
@@ -97,15 +99,23 @@ pub struct S3Client {
     runtime: Handle,
     bucket: String,
     endpoint: Option<String>,
+    request_timeout: Duration,
 }
 
 impl S3Client {
-    pub fn new(client: Client, runtime: Handle, bucket: String, endpoint: Option<String>) -> Self {
+    pub fn new(
+        client: Client,
+        runtime: Handle,
+        bucket: String,
+        endpoint: Option<String>,
+        request_timeout: Duration,
+    ) -> Self {
         Self {
             client,
             runtime,
             bucket,
             endpoint,
+            request_timeout,
         }
     }
 
@@ -117,9 +127,48 @@ impl S3Client {
         self.endpoint.as_deref()
     }
 
-    /// Runs an SDK future to completion from a plain (non-runtime) thread.
-    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        self.runtime.block_on(future)
+    /// Runs an SDK future to completion from a plain (non-runtime) thread, within the
+    /// request timeout plus 1 s per MiB of `bytes` carried: a server that accepts a
+    /// request and never answers fails it (and the caller's retry budget decides
+    /// what next) instead of hanging close(), lookups and unmount forever.
+    fn within<T>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        bytes: u64,
+        future: impl std::future::Future<Output = Result<T, S3Error>>,
+    ) -> Result<T, S3Error> {
+        let limit = self.request_timeout + Duration::from_secs(bytes >> 20);
+        log::debug!("S3 {operation} {key:?}");
+        match self
+            .runtime
+            .block_on(async move { tokio::time::timeout(limit, future).await })
+        {
+            Ok(result) => result,
+            Err(_) => Err(S3Error::unreachable(
+                operation,
+                key,
+                format!("no answer within {} s", limit.as_secs()),
+            )),
+        }
+    }
+
+    /// [`Self::within`] for one SDK request.
+    fn send<T, E>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        bytes: u64,
+        request: impl std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    ) -> Result<T, S3Error>
+    where
+        E: ProvideErrorMetadata + std::fmt::Debug,
+    {
+        self.within(operation, key, bytes, async move {
+            request
+                .await
+                .map_err(|e| S3Error::from_sdk(operation, key, e))
+        })
     }
 
     pub fn put_object(
@@ -129,6 +178,7 @@ impl S3Client {
         checksum_crc32c: &str,
         headers: &ObjectHeaders,
     ) -> Result<Option<String>, S3Error> {
+        let bytes = body.len() as u64;
         let mut request = self
             .client
             .put_object()
@@ -141,9 +191,12 @@ impl S3Client {
         if headers.metadata.is_empty() {
             request = request.set_metadata(None);
         }
-        let output = self
-            .block_on(request.customize().disable_payload_signing().send())
-            .map_err(|e| S3Error::from_sdk("PutObject", key, e))?;
+        let output = self.send(
+            "PutObject",
+            key,
+            bytes,
+            request.customize().disable_payload_signing().send(),
+        )?;
         Ok(output.checksum_crc32_c().map(str::to_owned))
     }
 
@@ -163,9 +216,7 @@ impl S3Client {
             .set_checksum_algorithm(checksummed.then_some(ChecksumAlgorithm::Crc32C))
             .set_metadata((!headers.metadata.is_empty()).then(|| headers.metadata.clone()))
             .set_content_type(headers.content_type.clone());
-        let output = self
-            .block_on(request.send())
-            .map_err(|e| S3Error::from_sdk("CreateMultipartUpload", key, e))?;
+        let output = self.send("CreateMultipartUpload", key, 0, request.send())?;
         output.upload_id().map(str::to_owned).ok_or_else(|| {
             S3Error::protocol("CreateMultipartUpload", key, "response has no upload id")
         })
@@ -180,6 +231,7 @@ impl S3Client {
         body: Bytes,
         checksum_crc32c: &str,
     ) -> Result<String, S3Error> {
+        let bytes = body.len() as u64;
         let request = self
             .client
             .upload_part()
@@ -189,9 +241,12 @@ impl S3Client {
             .part_number(part_number as i32)
             .checksum_crc32_c(checksum_crc32c)
             .body(ByteStream::from(body));
-        let output = self
-            .block_on(request.customize().disable_payload_signing().send())
-            .map_err(|e| S3Error::from_sdk("UploadPart", key, e))?;
+        let output = self.send(
+            "UploadPart",
+            key,
+            bytes,
+            request.customize().disable_payload_signing().send(),
+        )?;
         output
             .e_tag()
             .map(str::to_owned)
@@ -226,9 +281,7 @@ impl S3Client {
                     .set_parts(Some(completed))
                     .build(),
             );
-        let output = self
-            .block_on(request.send())
-            .map_err(|e| S3Error::from_sdk("CompleteMultipartUpload", key, e))?;
+        let output = self.send("CompleteMultipartUpload", key, 0, request.send())?;
         Ok(output.checksum_crc32_c().map(str::to_owned))
     }
 
@@ -240,11 +293,7 @@ impl S3Client {
             .key(key)
             .upload_id(upload_id);
         // Already gone is what we wanted.
-        missing_is_none(
-            self.block_on(request.send())
-                .map_err(|e| S3Error::from_sdk("AbortMultipartUpload", key, e)),
-        )
-        .map(|_| ())
+        missing_is_none(self.send("AbortMultipartUpload", key, 0, request.send())).map(|_| ())
     }
 
     /// HeadObject; `Ok(None)` when the object does not exist.
@@ -255,10 +304,7 @@ impl S3Client {
             .bucket(&self.bucket)
             .key(key)
             .checksum_mode(ChecksumMode::Enabled);
-        let output = missing_is_none(
-            self.block_on(request.send())
-                .map_err(|e| S3Error::from_sdk("HeadObject", key, e)),
-        )?;
+        let output = missing_is_none(self.send("HeadObject", key, 0, request.send()))?;
         Ok(output.map(|output| ObjectInfo {
             size: output.content_length().unwrap_or(0).max(0) as u64,
             last_modified: output
@@ -288,9 +334,7 @@ impl S3Client {
             .set_delimiter(delimited.then(|| "/".to_owned()))
             .set_continuation_token(continuation)
             .set_max_keys(max_keys);
-        let output = self
-            .block_on(request.send())
-            .map_err(|e| S3Error::from_sdk("ListObjectsV2", prefix, e))?;
+        let output = self.send("ListObjectsV2", prefix, 0, request.send())?;
         let objects = output
             .contents()
             .iter()
@@ -349,7 +393,7 @@ impl S3Client {
             .bucket(&self.bucket)
             .key(key)
             .range(range);
-        self.block_on(async {
+        self.within("GetObject", key, length, async {
             let output = request
                 .send()
                 .await
@@ -366,7 +410,7 @@ impl S3Client {
     /// Whole-object GetObject (symlink targets and other small bodies).
     pub fn get_object(&self, key: &str) -> Result<Bytes, S3Error> {
         let request = self.client.get_object().bucket(&self.bucket).key(key);
-        self.block_on(async {
+        self.within("GetObject", key, 0, async {
             let output = request
                 .send()
                 .await
@@ -392,7 +436,7 @@ impl S3Client {
     ) -> Result<(), S3Error> {
         let limit = copy_object_limit();
         if size <= limit {
-            return self.copy_whole(source_key, target_key, headers);
+            return self.copy_whole(source_key, target_key, headers, size);
         }
         let headers = match headers {
             Some(headers) => headers.clone(),
@@ -432,7 +476,9 @@ impl S3Client {
     ) -> Result<Vec<UploadedPart>, S3Error> {
         let source = format!("{}/{}", self.bucket, encode_copy_source(source_key));
         let permits = Arc::new(tokio::sync::Semaphore::new(COPY_CONCURRENCY));
-        self.block_on(async {
+        // Server-side copies: budget them at 64 MiB/s of source data per request slot.
+        let bound = size / 64 / COPY_CONCURRENCY as u64;
+        self.within("UploadPartCopy", source_key, bound, async {
             let mut tasks = tokio::task::JoinSet::new();
             for (index, start) in (0..size).step_by(part_size as usize).enumerate() {
                 let end = (start + part_size).min(size) - 1;
@@ -479,6 +525,7 @@ impl S3Client {
         source_key: &str,
         target_key: &str,
         headers: Option<&ObjectHeaders>,
+        size: u64,
     ) -> Result<(), S3Error> {
         // Never a versionId in the copy source: Garage answers NoSuchKey to it.
         let source = format!("{}/{}", self.bucket, encode_copy_source(source_key));
@@ -494,18 +541,14 @@ impl S3Client {
                 .set_metadata((!headers.metadata.is_empty()).then(|| headers.metadata.clone()))
                 .set_content_type(headers.content_type.clone());
         }
-        self.block_on(request.send())
-            .map_err(|e| S3Error::from_sdk("CopyObject", source_key, e))?;
+        // Server-side: budgeted at 64 MiB/s of source data.
+        self.send("CopyObject", source_key, size / 64, request.send())?;
         Ok(())
     }
 
     pub fn delete_object(&self, key: &str) -> Result<(), S3Error> {
         let request = self.client.delete_object().bucket(&self.bucket).key(key);
-        missing_is_none(
-            self.block_on(request.send())
-                .map_err(|e| S3Error::from_sdk("DeleteObject", key, e)),
-        )
-        .map(|_| ())
+        missing_is_none(self.send("DeleteObject", key, 0, request.send())).map(|_| ())
     }
 
     /// Unfinished multipart uploads under `prefix`.
@@ -521,9 +564,7 @@ impl S3Client {
                 .prefix(prefix)
                 .set_key_marker(key_marker.clone())
                 .set_upload_id_marker(id_marker.clone());
-            let output = self
-                .block_on(request.send())
-                .map_err(|e| S3Error::from_sdk("ListMultipartUploads", prefix, e))?;
+            let output = self.send("ListMultipartUploads", prefix, 0, request.send())?;
             for upload in output.uploads() {
                 if let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) {
                     uploads.push(PendingUpload {
@@ -553,15 +594,19 @@ impl S3Client {
             AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
             LifecycleRule, LifecycleRuleFilter,
         };
-        let existing = match self.block_on(
-            self.client
-                .get_bucket_lifecycle_configuration()
-                .bucket(&self.bucket)
-                .send(),
-        ) {
+        let request = self
+            .client
+            .get_bucket_lifecycle_configuration()
+            .bucket(&self.bucket);
+        let existing = match self.within("GetBucketLifecycleConfiguration", "", 0, async move {
+            Ok(request.send().await)
+        })? {
             Ok(output) => output.rules().to_vec(),
-            // No configuration yet is the common case.
-            Err(_) => Vec::new(),
+            // No configuration yet is the common case (Garage says NoSuchLifecycleConfiguration
+            // too). Any other failure must stop us: writing our rule alone would delete the
+            // bucket's other rules.
+            Err(e) if e.code() == Some("NoSuchLifecycleConfiguration") => Vec::new(),
+            Err(e) => return Err(S3Error::from_sdk("GetBucketLifecycleConfiguration", "", e)),
         };
         let ours = LifecycleRule::builder()
             .id(rule_id)
@@ -587,14 +632,12 @@ impl S3Client {
             .map_err(|e| {
                 S3Error::protocol("PutBucketLifecycleConfiguration", "", &e.to_string())
             })?;
-        self.block_on(
-            self.client
-                .put_bucket_lifecycle_configuration()
-                .bucket(&self.bucket)
-                .lifecycle_configuration(configuration)
-                .send(),
-        )
-        .map_err(|e| S3Error::from_sdk("PutBucketLifecycleConfiguration", "", e))?;
+        let request = self
+            .client
+            .put_bucket_lifecycle_configuration()
+            .bucket(&self.bucket)
+            .lifecycle_configuration(configuration);
+        self.send("PutBucketLifecycleConfiguration", "", 0, request.send())?;
         Ok(())
     }
 
@@ -610,7 +653,10 @@ impl S3Client {
         let quick = aws_sdk_s3::config::Builder::default()
             .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(2));
         let send = request.customize().config_override(quick).send();
-        match self.block_on(async move { tokio::time::timeout(timeout, send).await }) {
+        match self
+            .runtime
+            .block_on(async move { tokio::time::timeout(timeout, send).await })
+        {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(S3Error::from_sdk("ListObjectsV2", prefix, e)),
             Err(_) => Err(S3Error::unreachable(

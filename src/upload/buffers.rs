@@ -9,16 +9,21 @@ use std::sync::Mutex;
 use bytes::Bytes;
 
 pub struct BufferPool {
+    /// Idle buffers, oldest first.
     free: Mutex<Vec<Vec<u8>>>,
     keep: usize,
+    keep_bytes: usize,
 }
 
 impl BufferPool {
-    /// A pool keeping at most `keep` idle buffers (memory beyond the budget's count).
-    pub fn new(keep: usize) -> Self {
+    /// A pool keeping at most `keep` idle buffers of at most `keep_bytes` together: this
+    /// memory is outside the budget's count, so it must stay small whatever part sizes
+    /// the files of the mount have gone through.
+    pub fn new(keep: usize, keep_bytes: usize) -> Self {
         Self {
             free: Mutex::new(Vec::new()),
             keep,
+            keep_bytes,
         }
     }
 
@@ -48,8 +53,16 @@ impl BufferPool {
             .free
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if free.len() < self.keep {
-            free.push(buffer);
+        if buffer.capacity() > self.keep_bytes {
+            return;
+        }
+        // The newest buffers are the likeliest to fit the next parts (part sizes only
+        // grow within a file): older ones, of earlier tiers, go first.
+        free.push(buffer);
+        while free.len() > self.keep
+            || free.iter().map(Vec::capacity).sum::<usize>() > self.keep_bytes
+        {
+            free.remove(0);
         }
     }
 }
@@ -60,7 +73,7 @@ mod tests {
 
     #[test]
     fn a_returned_buffer_is_handed_out_again_with_its_capacity() {
-        let pool = BufferPool::new(2);
+        let pool = BufferPool::new(2, 8 << 20);
         let mut buffer = pool.take(1 << 20);
         buffer.extend_from_slice(&[7u8; 1000]);
         let address = buffer.as_ptr();
@@ -73,10 +86,24 @@ mod tests {
 
     #[test]
     fn shared_bytes_are_not_taken_back() {
-        let pool = BufferPool::new(2);
+        let pool = BufferPool::new(2, 8 << 20);
         let bytes = Bytes::from(pool.take(4096));
         let _still_used = bytes.clone();
         pool.give_back(bytes);
         assert!(pool.free.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn buffers_of_an_earlier_part_size_are_evicted_not_stranded() {
+        let pool = BufferPool::new(2, 3 << 20);
+        for _ in 0..2 {
+            pool.give_back(Bytes::from(vec![0u8; 1 << 20]));
+        }
+        // Files moved on to 2 MiB parts: the 1 MiB buffers must not keep them out.
+        pool.give_back(Bytes::from(vec![0u8; 2 << 20]));
+        pool.give_back(Bytes::from(vec![0u8; 2 << 20]));
+        let free = pool.free.lock().expect("lock");
+        let capacities: Vec<usize> = free.iter().map(Vec::capacity).collect();
+        assert_eq!(capacities, vec![2 << 20], "within 3 MiB, newest kept");
     }
 }

@@ -8,10 +8,10 @@ pub mod schedule;
 pub mod writer;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::s3::S3Client;
-use budget::MemoryBudget;
+use budget::{MemoryBudget, Reservation, WaitFailure};
 use pool::UploadPool;
 use schedule::PartSchedule;
 
@@ -41,5 +41,40 @@ impl UploadContext {
             schedule,
             retry_budget,
         }))
+    }
+}
+
+impl UploadContext {
+    /// How long a blocked writer waits with no memory coming back at all: a part in
+    /// flight ends (uploaded or failed) within its retry budget plus one request.
+    pub fn stall_bound(&self) -> Duration {
+        self.retry_budget + Duration::from_secs(30)
+    }
+
+    /// Waits, without holding any writer's lock, for what a blocked writer needs:
+    /// a reservation to hand over with `give_spare`, or room in the upload backlog.
+    pub fn wait_for(
+        &self,
+        need: writer::Need,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Option<Reservation>, WaitFailure> {
+        match need {
+            writer::Need::Memory(bytes) => self
+                .budget
+                .reserve_waiting(bytes, self.stall_bound(), cancelled)
+                .map(Some),
+            writer::Need::Room => {
+                let deadline = Instant::now() + self.stall_bound();
+                while !self.pool.wait_for_room(Duration::from_millis(100)) {
+                    if cancelled() {
+                        return Err(WaitFailure::Interrupted);
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(WaitFailure::Stalled);
+                    }
+                }
+                Ok(None)
+            }
+        }
     }
 }

@@ -29,6 +29,8 @@ struct Progress {
     finished: BTreeMap<u32, UploadedPart>,
     failure: Option<String>,
     aborted: bool,
+    /// Parts were in flight at the first abort: the next call repeats it.
+    abort_again: bool,
 }
 
 /// One file's multipart upload as its parts flow through the pool.
@@ -38,6 +40,9 @@ pub struct MultipartUpload {
     /// Metadata sent with CreateMultipartUpload.
     headers: ObjectHeaders,
     upload_id: Mutex<Option<String>>,
+    /// Held while CreateMultipartUpload is being sent (and retried), so only one is;
+    /// `upload_id` itself is only ever locked briefly.
+    creating: Mutex<()>,
     progress: Mutex<Progress>,
     changed: Condvar,
 }
@@ -48,6 +53,7 @@ impl MultipartUpload {
             key,
             headers,
             upload_id: Mutex::new(None),
+            creating: Mutex::new(()),
             progress: Mutex::new(Progress::default()),
             changed: Condvar::new(),
         })
@@ -67,20 +73,27 @@ impl MultipartUpload {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The upload id, creating the upload on first use.
-    fn ensure_created(&self, client: &S3Client) -> Result<String, String> {
-        let mut id = self
-            .upload_id
+    /// The upload id, creating the upload on first use; an outage shorter than
+    /// `retry_budget` is ridden out, as for the parts themselves.
+    fn ensure_created(&self, client: &S3Client, retry_budget: Duration) -> Result<String, String> {
+        let _creating = self
+            .creating
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(id) = id.as_ref() {
-            return Ok(id.clone());
+        if let Some(id) = self.upload_id() {
+            return Ok(id);
         }
-        let created = client
-            .create_multipart_upload(&self.key, &self.headers, true)
-            .map_err(|e| e.to_string())?;
+        let created = crate::s3::retry_within(
+            retry_budget,
+            || client.create_multipart_upload(&self.key, &self.headers, true),
+            || self.failure().is_some(),
+        )
+        .map_err(|e| e.to_string())?;
         debug!("created multipart upload for {:?}: {created}", self.key);
-        *id = Some(created.clone());
+        *self
+            .upload_id
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(created.clone());
         Ok(created)
     }
 
@@ -105,20 +118,43 @@ impl MultipartUpload {
         self.changed.notify_all();
     }
 
-    /// Aborts the upload on the server if it was created and not yet aborted.
-    /// Safe to call again: a second call repeats the abort only if parts were still
-    /// in flight at the first, since S3 may keep parts that land after an abort.
+    /// Aborts the upload on the server, without waiting for parts in flight. Parts
+    /// still in flight may land after the abort (S3 may keep them), or the upload may
+    /// not be created yet: then the worker that finishes the last of them aborts it
+    /// once more ([`MultipartUpload::part_finished`]). Safe to call again.
     pub fn abort(&self, aborter: &Aborter) {
-        let Some(id) = self.upload_id() else {
-            return;
-        };
-        let repeat = {
+        self.abort_with(aborter, false);
+    }
+
+    /// Like [`MultipartUpload::abort`], but the request goes out on the abort thread:
+    /// for callers that must answer at once (a killed writer's close, unlink, unmount)
+    /// whatever state the server is in.
+    pub fn abort_in_background(&self, aborter: &Aborter) {
+        self.abort_with(aborter, true);
+    }
+
+    fn abort_with(&self, aborter: &Aborter, background: bool) {
+        let first = {
             let mut progress = self.progress();
             let first = !progress.aborted;
             progress.aborted = true;
-            first || progress.in_flight > 0
+            if progress.in_flight > 0 {
+                progress.abort_again = true;
+            }
+            first
         };
-        if repeat {
+        if first && let Some(id) = self.upload_id() {
+            if background {
+                aborter.abort_later(&self.key, &id);
+            } else {
+                aborter.abort(&self.key, &id);
+            }
+        }
+    }
+
+    /// The repeat abort owed once the last part in flight at the first abort is done.
+    fn abort_again(&self, aborter: &Aborter) {
+        if let Some(id) = self.upload_id() {
             aborter.abort(&self.key, &id);
         }
     }
@@ -142,14 +178,18 @@ impl MultipartUpload {
         self.progress().in_flight += 1;
     }
 
-    fn part_finished(&self, part: Option<UploadedPart>) {
+    /// Records a finished part; true when it was the last part in flight of an
+    /// upload aborted meanwhile, whose abort must then be repeated.
+    fn part_finished(&self, part: Option<UploadedPart>) -> bool {
         let mut progress = self.progress();
         progress.in_flight -= 1;
         if let Some(part) = part {
             progress.finished.insert(part.part_number, part);
         }
+        let repeat = progress.in_flight == 0 && std::mem::take(&mut progress.abort_again);
         drop(progress);
         self.changed.notify_all();
+        repeat
     }
 }
 
@@ -175,6 +215,17 @@ const ABORT_RETRY_INTERVAL: Duration = Duration::from_secs(2);
 const ABORT_RETRY_FOR: Duration = Duration::from_secs(3600);
 
 impl Aborter {
+    /// Hands the abort to the abort thread, which tries it at once and then retries.
+    pub fn abort_later(&self, key: &str, upload_id: &str) {
+        if self
+            .retry
+            .send((key.to_owned(), upload_id.to_owned()))
+            .is_err()
+        {
+            self.abort(key, upload_id);
+        }
+    }
+
     pub fn abort(&self, key: &str, upload_id: &str) {
         match self.client.abort_multipart_upload(key, upload_id) {
             Ok(()) => info!("aborted multipart upload of {key:?}"),
@@ -263,7 +314,8 @@ impl UploadPool {
     ) -> std::io::Result<Self> {
         let (sender, receiver) = crossbeam_channel::unbounded::<PartJob>();
         let (retry_sender, retry_receiver) = crossbeam_channel::unbounded();
-        let buffers = Arc::new(BufferPool::new(4));
+        // At most 4 idle part buffers and 64 MiB: the README's bound beside the budget.
+        let buffers = Arc::new(BufferPool::new(4, 64 << 20));
         let backlog = Arc::new(Backlog {
             parts: Mutex::new(0),
             room: Condvar::new(),
@@ -312,16 +364,25 @@ impl UploadPool {
         *self.backlog.count() < self.backlog.limit
     }
 
-    /// Waits until [`has_room`](Self::has_room). Progress needs no memory, so no deadlock.
-    pub fn wait_for_room(&self) {
+    /// Waits until [`has_room`](Self::has_room), at most `bound`; false if there is
+    /// still none. Progress needs no memory, and every queued part ends (uploaded or
+    /// failed) within its retry budget, so the bound is only a guard.
+    pub fn wait_for_room(&self, bound: Duration) -> bool {
+        let deadline = std::time::Instant::now() + bound;
         let mut count = self.backlog.count();
         while *count >= self.backlog.limit {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
             count = self
                 .backlog
                 .room
-                .wait(count)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+                .wait_timeout(count, (deadline - now).min(Duration::from_millis(100)))
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
         }
+        true
     }
 
     /// The aborter of this pool (None once shut down).
@@ -339,8 +400,9 @@ impl UploadPool {
         upload: &Arc<MultipartUpload>,
         part_number: u32,
         data: Vec<u8>,
-        reservation: Reservation,
+        mut reservation: Reservation,
     ) {
+        reservation.start_upload();
         upload.part_started();
         *self.backlog.count() += 1;
         let job = PartJob {
@@ -361,7 +423,8 @@ impl UploadPool {
         if let Some(job) = rejected {
             job.upload
                 .fail("the mount is shutting down; part not uploaded".to_owned());
-            job.upload.part_finished(None);
+            // No worker is left to repeat an abort: the shutdown aborts what is open.
+            let _ = job.upload.part_finished(None);
             self.backlog.finished_one();
         }
     }
@@ -406,7 +469,9 @@ fn run_worker(
         } = job;
         buffers.give_back(data);
         drop(reservation);
-        upload.part_finished(part);
+        if upload.part_finished(part) {
+            upload.abort_again(aborter);
+        }
         backlog.finished_one();
     }
 }
@@ -419,28 +484,30 @@ fn upload_one(aborter: &Aborter, job: &PartJob) -> Option<UploadedPart> {
     if upload.failure().is_some() {
         return None;
     }
-    let result = upload.ensure_created(client).and_then(|upload_id| {
-        let checksum = crc32c_base64(&job.data);
-        crate::s3::retry_within(
-            aborter.retry_budget,
-            || {
-                client.upload_part(
-                    &upload.key,
-                    &upload_id,
-                    job.part_number,
-                    job.data.clone(),
-                    &checksum,
-                )
-            },
-            || upload.failure().is_some(),
-        )
-        .map(|etag| UploadedPart {
-            part_number: job.part_number,
-            etag,
-            checksum_crc32c: Some(checksum.clone()),
-        })
-        .map_err(|e| e.to_string())
-    });
+    let result = upload
+        .ensure_created(client, aborter.retry_budget)
+        .and_then(|upload_id| {
+            let checksum = crc32c_base64(&job.data);
+            crate::s3::retry_within(
+                aborter.retry_budget,
+                || {
+                    client.upload_part(
+                        &upload.key,
+                        &upload_id,
+                        job.part_number,
+                        job.data.clone(),
+                        &checksum,
+                    )
+                },
+                || upload.failure().is_some(),
+            )
+            .map(|etag| UploadedPart {
+                part_number: job.part_number,
+                etag,
+                checksum_crc32c: Some(checksum.clone()),
+            })
+            .map_err(|e| e.to_string())
+        });
     match result {
         Ok(part) => {
             debug!(

@@ -36,16 +36,27 @@ impl WriteError {
     }
 }
 
-/// How far a non-blocking write got.
+/// How far a write got. A writer never waits itself: it says what it needs, and the
+/// caller waits for that without holding the writer's lock, then calls again.
 #[derive(Debug, PartialEq, Eq)]
 pub enum WriteProgress {
     Done,
-    /// The next part must wait (the memory budget is used up, or the upload pool's
-    /// backlog is full); `written` bytes were taken. Call again with the rest and
-    /// `may_block` to wait on the caller's thread.
+    /// The next part must wait; `written` bytes were taken. Get what `need` names
+    /// ([`crate::upload::UploadContext::wait_for`]), hand any reservation over with
+    /// [`ObjectWriter::give_spare`], and call again with the rest.
     NeedsMemory {
         written: usize,
+        need: Need,
     },
+}
+
+/// What a blocked writer waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// A reservation of this many bytes from the memory budget.
+    Memory(u64),
+    /// Room in the upload pool's backlog.
+    Room,
 }
 
 #[derive(Debug)]
@@ -96,6 +107,10 @@ pub struct ObjectWriter {
     key: String,
     headers: ObjectHeaders,
     state: State,
+    /// Memory reserved for this writer by a caller that waited for it.
+    spare: Option<Reservation>,
+    /// What the last refused `ensure_buffer` was missing.
+    need: Need,
 }
 
 enum Source<'a> {
@@ -119,7 +134,15 @@ impl ObjectWriter {
             key,
             headers,
             state: State::Writing(Parts::empty()),
+            spare: None,
+            need: Need::Room,
         }
+    }
+
+    /// Memory a caller reserved while waiting on this writer's behalf; used by the
+    /// next part that needs as much (and returned to the budget if none does).
+    pub fn give_spare(&mut self, reservation: Reservation) {
+        self.spare = Some(reservation);
     }
 
     pub fn key(&self) -> &str {
@@ -127,10 +150,17 @@ impl ObjectWriter {
     }
 
     /// Uploads not yet started use the new key; used by rename of a file being written.
+    /// (An empty completion is not started either: dd's first close; writes restart it.)
     pub fn set_key(&mut self, key: String) -> bool {
         match &self.state {
             State::Writing(parts) if parts.upload.is_none() => {
                 self.key = key;
+                true
+            }
+            State::Completed { size: 0 } => {
+                // The close then puts the (still empty) object under the new name.
+                self.key = key;
+                self.state = State::Writing(Parts::empty());
                 true
             }
             _ => false,
@@ -159,6 +189,13 @@ impl ObjectWriter {
         matches!(self.state, State::Completed { .. } | State::Discarded)
     }
 
+    /// Completed with bytes, or discarded: nothing more can change the object. (An
+    /// empty completion is not final: dd closes a duplicate before it writes.)
+    pub fn is_final(&self) -> bool {
+        matches!(self.state, State::Completed { size } if size > 0)
+            || matches!(self.state, State::Discarded)
+    }
+
     pub fn failure(&self) -> Option<&str> {
         match &self.state {
             State::Failed(reason) => Some(reason),
@@ -166,13 +203,8 @@ impl ObjectWriter {
         }
     }
 
-    /// Writes `data` at `offset`. Without `may_block` it never waits for memory.
-    pub fn write(
-        &mut self,
-        offset: u64,
-        data: &[u8],
-        may_block: bool,
-    ) -> Result<WriteProgress, WriteError> {
+    /// Writes `data` at `offset`. Never waits: see [`WriteProgress::NeedsMemory`].
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<WriteProgress, WriteError> {
         if let State::Completed { size: 0 } = self.state {
             // Completed empty (dd closes a duplicate before writing): start over.
             self.state = State::Writing(Parts::empty());
@@ -194,9 +226,12 @@ impl ObjectWriter {
         }
         if offset > parts.size {
             let gap = offset - parts.size;
-            let filled = self.append(Source::Zeros(gap), may_block)?;
+            let filled = self.append(Source::Zeros(gap))?;
             if filled < gap {
-                return Ok(WriteProgress::NeedsMemory { written: 0 });
+                return Ok(WriteProgress::NeedsMemory {
+                    written: 0,
+                    need: self.need,
+                });
             }
         }
         let mut position = offset;
@@ -207,9 +242,12 @@ impl ObjectWriter {
             let count = if position < size {
                 self.overwrite(position, rest)?
             } else {
-                let appended = self.append(Source::Bytes(rest), may_block)? as usize;
+                let appended = self.append(Source::Bytes(rest))? as usize;
                 if appended == 0 {
-                    return Ok(WriteProgress::NeedsMemory { written: taken });
+                    return Ok(WriteProgress::NeedsMemory {
+                        written: taken,
+                        need: self.need,
+                    });
                 }
                 appended
             };
@@ -256,10 +294,10 @@ impl ObjectWriter {
     }
 
     /// Appends at the end; returns how much fit before memory ran out (without blocking).
-    fn append(&mut self, source: Source<'_>, may_block: bool) -> Result<u64, WriteError> {
+    fn append(&mut self, source: Source<'_>) -> Result<u64, WriteError> {
         let mut appended = 0u64;
         while appended < source.len() {
-            if !self.ensure_buffer(may_block)? {
+            if !self.ensure_buffer()? {
                 break;
             }
             let Some(parts) = self.writing_parts() else {
@@ -285,24 +323,25 @@ impl ObjectWriter {
         Ok(appended)
     }
 
-    /// Makes sure `current` has room, rotating a full part out. Returns false when
-    /// memory is short and blocking is not allowed.
-    fn ensure_buffer(&mut self, may_block: bool) -> Result<bool, WriteError> {
+    /// Makes sure `current` has room, rotating a full part out. Returns false (with
+    /// `self.need` set) when memory or pool room is short.
+    fn ensure_buffer(&mut self) -> Result<bool, WriteError> {
         let context = Arc::clone(&self.context);
         let key = self.key.clone();
         let headers = self.headers.clone();
-        let Some(parts) = self.writing_parts() else {
+        let spare = self.spare.take();
+        let State::Writing(parts) = &mut self.state else {
             return Err(WriteError::Completed);
         };
         if let Some(buffer) = &parts.current {
             if !buffer.is_full() {
+                self.spare = spare;
                 return Ok(true);
             }
             if buffer.number > 1 && !context.pool.has_room() {
-                if !may_block {
-                    return Ok(false);
-                }
-                context.pool.wait_for_room();
+                self.spare = spare;
+                self.need = Need::Room;
+                return Ok(false);
             }
             let Some(full) = parts.current.take() else {
                 return Ok(false);
@@ -321,15 +360,19 @@ impl ObjectWriter {
         }
         let number = parts.filling;
         let size = context.schedule.part_size(number);
-        let reservation = match context.budget.try_reserve(size) {
-            Some(reservation) => reservation,
-            None if !may_block => return Ok(false),
-            None => {
-                // Waiting while holding part 1 could starve everyone: send it now.
-                parts.send_retained_first(&context);
-                context.budget.reserve(size)
-            }
-        };
+        let reservation =
+            match spare.filter(|spare| spare.bytes() == size.min(context.budget.limit())) {
+                Some(reservation) => reservation,
+                None => match context.budget.try_reserve(size) {
+                    Some(reservation) => reservation,
+                    None => {
+                        // Waiting while holding part 1 could starve everyone: send it now.
+                        parts.send_retained_first(&context);
+                        self.need = Need::Memory(size);
+                        return Ok(false);
+                    }
+                },
+            };
         parts.current = Some(PartBuffer {
             number,
             start: context.schedule.part_start(number),
@@ -341,8 +384,9 @@ impl ObjectWriter {
     }
 
     /// Truncates to `size`: extending fills zeros, shrinking works only to 0 and only
-    /// while nothing has been uploaded yet.
-    pub fn truncate(&mut self, size: u64) -> Result<(), WriteError> {
+    /// while nothing has been uploaded yet. Extending may stop short for memory, like
+    /// a write: call again after waiting for the need.
+    pub fn truncate(&mut self, size: u64) -> Result<WriteProgress, WriteError> {
         let current_size = self.size();
         if size > current_size {
             let max = self.context.schedule.max_file_size();
@@ -352,18 +396,24 @@ impl ObjectWriter {
             if let State::Completed { size: 0 } = self.state {
                 self.state = State::Writing(Parts::empty());
             }
-            self.append(Source::Zeros(size - current_size), true)?;
-            return Ok(());
+            let wanted = size - current_size;
+            if self.append(Source::Zeros(wanted))? < wanted {
+                return Ok(WriteProgress::NeedsMemory {
+                    written: 0,
+                    need: self.need,
+                });
+            }
+            return Ok(WriteProgress::Done);
         }
         match &mut self.state {
-            _ if size == current_size => Ok(()),
+            _ if size == current_size => Ok(WriteProgress::Done),
             State::Writing(parts) if size == 0 && parts.upload.is_none() => {
                 *parts = Parts::empty();
-                Ok(())
+                Ok(WriteProgress::Done)
             }
             State::Completed { .. } if size == 0 => {
                 self.state = State::Writing(Parts::empty());
-                Ok(())
+                Ok(WriteProgress::Done)
             }
             _ => Err(WriteError::AlreadyUploaded {
                 writable_from: current_size,
@@ -375,6 +425,7 @@ impl ObjectWriter {
     /// Makes the object appear in S3 with exactly the bytes written, or fails and
     /// leaves no object and no multipart upload. Idempotent.
     pub fn commit(&mut self) -> Result<(), String> {
+        self.spare = None;
         let parts = match std::mem::replace(&mut self.state, State::Discarded) {
             State::Writing(parts) => parts,
             other => {
@@ -559,13 +610,18 @@ impl ObjectWriter {
     }
 
     fn stop(&mut self, why: &str, next: State) {
+        self.spare = None;
         if let State::Writing(parts) = std::mem::replace(&mut self.state, next)
             && let Some(upload) = parts.upload
         {
+            // No wait for parts in flight: a stop must never hang (the server may not
+            // answer); the pool repeats the abort once they are done.
             upload.fail(format!("aborted: {why}"));
-            let _ = upload.wait_for_parts();
-            self.abort_upload(&upload);
-            info!("aborted upload of {:?} ({why})", self.key);
+            match self.context.pool.aborter() {
+                Some(aborter) => upload.abort_in_background(&aborter),
+                None => self.abort_upload(&upload),
+            }
+            info!("aborting the upload of {:?} ({why})", self.key);
         }
     }
 }

@@ -1,0 +1,103 @@
+//! What the daemon can learn about the process behind a FUSE request.
+//!
+//! fuser answers FUSE_INTERRUPT with ENOSYS, so once a request has reached us the
+//! kernel waits for our answer in uninterruptible sleep: a writer waiting for memory
+//! could not be killed, not even by SIGKILL. The daemon therefore looks for itself:
+//! a signal pending for the caller that it neither blocks nor ignores (SIGKILL, the
+//! SIGTERM of `timeout`, Ctrl-C) ends the wait, and the request answers EINTR.
+
+/// Whether the thread `tid` has gone or has a signal pending that it neither blocks
+/// nor ignores.
+pub(crate) fn interrupted(tid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{tid}/status")) {
+        Ok(status) => deliverable_signal(&status),
+        Err(_) => true,
+    }
+}
+
+/// Whether the thread `tid` is exiting because a signal killed it (SIGKILL, Ctrl-C's
+/// SIGINT, SIGTERM, SIGPIPE): its descriptors are being closed by the kernel, not by
+/// the program, so what it wrote is unfinished.
+pub(crate) fn killed(tid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{tid}/stat"))
+        .ok()
+        .is_some_and(|stat| killed_by_signal(&stat))
+}
+
+/// PF_EXITING in `/proc/PID/stat`'s flags (field 9), and a signal in the low bits of
+/// its exit code (field 52, set before the kernel closes the files).
+fn killed_by_signal(stat: &str) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    // The command name (field 2) may hold spaces and parentheses: count after its end.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3.
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    let (Some(flags), Some(exit_code)) = (field(9), field(52)) else {
+        return false;
+    };
+    flags & PF_EXITING != 0 && exit_code & 0x7f != 0
+}
+
+fn deliverable_signal(status: &str) -> bool {
+    let mask = |field: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|value| u64::from_str_radix(value.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    let pending = mask("SigPnd:") | mask("ShdPnd:");
+    let kill = 1u64 << (libc::SIGKILL - 1);
+    pending & kill != 0 || pending & !mask("SigBlk:") & !mask("SigIgn:") != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(pending: &str, shared: &str, blocked: &str, ignored: &str) -> String {
+        format!(
+            "Name:\tcp\nSigQ:\t0/1\nSigPnd:\t{pending}\nShdPnd:\t{shared}\nSigBlk:\t{blocked}\nSigIgn:\t{ignored}\nSigCgt:\t0\n"
+        )
+    }
+
+    #[test]
+    fn a_pending_kill_or_term_interrupts_and_a_blocked_or_ignored_one_does_not() {
+        let none = "0000000000000000";
+        // SIGTERM (15) is bit 14, SIGKILL (9) bit 8.
+        let term = "0000000000004000";
+        let kill = "0000000000000100";
+        assert!(!deliverable_signal(&status(none, none, none, none)));
+        assert!(deliverable_signal(&status(none, term, none, none)));
+        assert!(deliverable_signal(&status(term, none, none, none)));
+        assert!(!deliverable_signal(&status(none, term, term, none)));
+        assert!(!deliverable_signal(&status(none, term, none, term)));
+        assert!(deliverable_signal(&status(none, kill, kill, kill)));
+    }
+
+    fn stat(flags: u64, exit_code: u64) -> String {
+        let mut fields: Vec<String> = (3..=52).map(|_| "0".to_owned()).collect();
+        fields[9 - 3] = flags.to_string();
+        fields[52 - 3] = exit_code.to_string();
+        format!("1234 (a (weird) name) {}", fields.join(" "))
+    }
+
+    #[test]
+    fn only_an_exit_by_signal_counts_as_killed() {
+        assert!(killed_by_signal(&stat(0x4, 9)), "SIGKILL");
+        assert!(killed_by_signal(&stat(0x4 | 0x40, 2)), "Ctrl-C");
+        assert!(!killed_by_signal(&stat(0x4, 0)), "exit(0) closes files too");
+        assert!(!killed_by_signal(&stat(0x4, 1 << 8)), "exit(1)");
+        assert!(!killed_by_signal(&stat(0, 9)), "not exiting");
+        assert!(!killed(std::process::id()));
+    }
+
+    #[test]
+    fn a_live_thread_without_signals_is_not_interrupted_and_a_gone_one_is() {
+        assert!(!interrupted(std::process::id()));
+        assert!(interrupted(u32::MAX - 1));
+    }
+}
