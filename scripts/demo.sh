@@ -6,9 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo build --release --locked
-data_dir="${1:-${TMPDIR:-/tmp}/s3upfs-demo-data}"
-mountpoint="${2:-${TMPDIR:-/tmp}/s3upfs-demo}"
-mkdir -p "$data_dir" "$mountpoint"
+# Defaults private to this user: a predictable name in a shared /tmp could be planted by
+# someone else (the server also refuses a data directory not its own or open to others).
+base="${XDG_RUNTIME_DIR:-}"
+[ -n "$base" ] && [ -d "$base" ] && [ -O "$base" ] || base="$(mktemp -d "${TMPDIR:-/tmp}/s3upfs-demo.XXXXXX")"
+data_dir="${1:-$base/s3upfs-demo-data}"
+mountpoint="${2:-$base/s3upfs-demo}"
+mkdir -p -m 700 "$data_dir"
+mkdir -p "$mountpoint"
 cat <<MSG
 
 s3upfs: mounting the local bucket (data in $data_dir) on $mountpoint.

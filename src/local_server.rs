@@ -83,7 +83,7 @@ use std::fs::{self, File, OpenOptions};
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::Ipv4Addr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -162,6 +162,7 @@ impl LocalServer {
                 format!("cannot resolve data directory {}", data_dir.display()),
             )
         })?;
+        check_data_dir_owner(&root)?;
         let lock = lock_data_dir(&root)?;
         let store = Arc::new(Store::open(root.clone())?);
         let inner = s3s_fs::FileSystem::new(&root).map_err(|e| {
@@ -241,6 +242,37 @@ fn context(e: io::Error, what: String) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// The data directory holds the credentials file and every object: it must be ours
+/// and closed to others, or another user could plant symlinks in it or read the keys.
+fn check_data_dir_owner(root: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        fs::metadata(root).map_err(|e| context(e, format!("cannot stat {}", root.display())))?;
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != euid {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} belongs to uid {}, not to us (uid {euid}): choose a directory of your own",
+                root.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is writable by group or others (mode {:o}): chmod go-w it or choose another",
+                root.display(),
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn lock_data_dir(root: &Path) -> io::Result<File> {
     let path = root.join(LOCK_FILE);
     let file = OpenOptions::new()
@@ -248,6 +280,7 @@ fn lock_data_dir(root: &Path) -> io::Result<File> {
         .truncate(false)
         .write(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(|e| context(e, format!("cannot open {}", path.display())))?;
     // SAFETY: flock on a file descriptor we own; no memory is passed.
@@ -285,16 +318,19 @@ fn write_env_file(server: &LocalServer) -> io::Result<()> {
         server.access_key,
         server.secret_key
     );
+    // Written to a fresh temp file (O_EXCL: never through a planted symlink) and renamed
+    // over the old one, so a reader sees the old or the new file, whole.
+    let temp = path.with_extension(format!("env.{}", std::process::id()));
     let write = || -> io::Result<()> {
+        let _ = fs::remove_file(&temp);
         let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .write(true)
             .mode(0o600)
-            .open(path)?;
-        // `mode` only applies to a new file: tighten an existing one before writing secrets.
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-        file.write_all(text.as_bytes())
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&temp)?;
+        file.write_all(text.as_bytes())?;
+        fs::rename(&temp, path)
     };
     write().map_err(|e| context(e, format!("cannot write {}", path.display())))
 }
@@ -2715,6 +2751,7 @@ impl LocalFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     use aws_sdk_s3::Client;
     use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};

@@ -484,3 +484,130 @@ fn lifecycle_refuses_when_it_cannot_read_the_existing_rules() {
     let ids: Vec<Option<&str>> = rules.rules().iter().map(|r| r.id()).collect();
     assert_eq!(ids, vec![Some("expire-logs")], "their rule is kept");
 }
+
+/// Unmounts (lazily if it must) on drop, so a failed assertion leaves no mount behind.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if common::is_fuse_mounted(&self.0) {
+            let _ = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.0)
+                .status();
+        }
+        if common::is_fuse_mounted(&self.0) {
+            let _ = std::process::Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
+/// M10: `--local` refuses a data directory another user owns or others may write, and
+/// never writes its credentials through a symlink planted in it.
+#[test]
+fn local_refuses_a_shared_data_directory_and_never_writes_through_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().expect("tempdir");
+    let mountpoint = root.path().join("mnt");
+    std::fs::create_dir(&mountpoint).expect("mkdir");
+    let mount = |data: &std::path::Path| {
+        common::run_cli(
+            &[
+                "mount",
+                "--local",
+                data.to_str().expect("utf-8"),
+                mountpoint.to_str().expect("utf-8"),
+            ],
+            &[],
+        )
+    };
+    let open = root.path().join("open");
+    std::fs::create_dir(&open).expect("mkdir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let (status, _, stderr) = mount(&open);
+    let _guard = Unmount(mountpoint.clone());
+    assert!(
+        !status.success(),
+        "a world-writable data directory is refused"
+    );
+    assert!(stderr.contains("writable by group or others"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+
+    let foreign = root.path().join("foreign");
+    std::fs::create_dir(&foreign).expect("mkdir");
+    std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).expect("chown");
+    let (status, _, stderr) = mount(&foreign);
+    assert!(
+        !status.success(),
+        "another user's data directory is refused"
+    );
+    assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
+
+    let own = root.path().join("own");
+    std::fs::create_dir(&own).expect("mkdir");
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let victim = root.path().join("victim");
+    std::fs::write(&victim, "precious\n").expect("write");
+    std::os::unix::fs::symlink(&victim, own.join(".s3upfs-local.env")).expect("symlink");
+    std::os::unix::fs::symlink(&victim, own.join(".s3upfs-local.lock")).expect("symlink");
+    let (status, _, stderr) = mount(&own);
+    // The lock file is refused (O_NOFOLLOW): the mount fails, and nothing was written.
+    assert!(
+        !status.success(),
+        "a planted lock symlink is refused: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("read"),
+        "precious\n"
+    );
+    std::fs::remove_file(own.join(".s3upfs-local.lock")).expect("rm");
+    let (status, _, stderr) = mount(&own);
+    assert!(status.success(), "mount: {stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("read"),
+        "precious\n",
+        "the planted symlink's target is untouched"
+    );
+    let env = std::fs::symlink_metadata(own.join(".s3upfs-local.env")).expect("env file");
+    assert!(
+        env.file_type().is_file(),
+        "the env file replaced the symlink"
+    );
+    assert_eq!(env.permissions().mode() & 0o777, 0o600);
+}
+
+/// M9: opening a file for reading while its close is completing the upload on a hung
+/// server answers at once (EBUSY: still being written) instead of waiting for the
+/// writer's lock on a FUSE dispatch thread.
+#[test]
+fn opening_a_file_whose_upload_is_completing_answers_at_once() {
+    use std::io::Write;
+    let server = S3Server::garage();
+    let mount = Mount::new(
+        &server,
+        &["--request-timeout", "5s", "--retry-budget", "5s"],
+    );
+    let path = mount.join("big");
+    let mut file = std::fs::File::create(&path).expect("create");
+    file.write_all(&vec![7u8; 20 * MIB]).expect("write");
+    server.freeze();
+    let closing = std::thread::spawn(move || close(file));
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let opened = std::fs::File::open(&path);
+    let elapsed = started.elapsed();
+    server.thaw();
+    let _ = closing.join();
+    assert_eq!(
+        opened.err().and_then(|e| e.raw_os_error()),
+        Some(libc::EBUSY),
+        "open for reading of a file still being completed"
+    );
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "open took {elapsed:?} while a close was completing"
+    );
+}

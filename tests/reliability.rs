@@ -767,3 +767,48 @@ fn a_create_multipart_upload_failing_for_seconds_is_retried_within_the_budget() 
     );
     assert!(server.client().list_multipart_uploads().is_empty());
 }
+
+/// L4: the upload is aborted by someone else (`s3upfs cleanup`, a lifecycle rule)
+/// between its last part and Complete. close() fails, and the object that was under the
+/// key before (same size) is neither taken for ours nor deleted.
+#[test]
+fn an_upload_aborted_elsewhere_before_completion_fails_close_and_keeps_the_old_object() {
+    let server = S3Server::garage();
+    let proxy = FaultProxy::start(&server.endpoint());
+    let (through, _env) = via_proxy(&server, &proxy);
+    let mount = Mount::new(&through, &[]);
+    let size = 3 * PART;
+    write_random_file(&mount.join("f"), size as u64, 1);
+    assert_object(&server, "f", size, 1);
+    proxy.add_rule(
+        Rule::new(
+            Op::UploadPart,
+            When::Always,
+            Fault::Delay(Duration::from_secs(4)),
+        )
+        .key("f")
+        .part(3),
+    );
+    proxy.reset_counters();
+    let mut reader = RandomReader::new(size as u64, 2);
+    let mut file = fs::File::create(mount.join("f")).expect("create");
+    write_from(&mut reader, &mut file, size).expect("writes");
+    // The last part goes out at close; its answer is held back 4 s by the proxy, after
+    // Garage stored it. Meanwhile someone else aborts the upload.
+    let closing = std::thread::spawn(move || close_checked(file));
+    wait_until(Duration::from_secs(30), "the last part in flight", || {
+        proxy.count(Op::UploadPart) >= 3 && proxy.in_flight() >= 1
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let client = server.client();
+    for (key, id) in client.list_multipart_uploads() {
+        client.abort(&key, &id);
+    }
+    let closed = closing.join().expect("close thread");
+    assert!(
+        closed.is_err(),
+        "close must fail: the upload was aborted elsewhere\n{}",
+        error_lines(&mount.log())
+    );
+    assert_object(&server, "f", size, 1);
+}

@@ -93,12 +93,40 @@ impl DeferredDeletes {
             .collect()
     }
 
-    /// Returns once `key` is no longer waiting to be deleted.
+    /// Makes sure no delete of `key` is pending before something new lands under it: a
+    /// delete still queued is dropped (what lands replaces the old object anyway, and
+    /// the caller does not wait behind the whole queue); one being sent is waited for
+    /// (bounded by its retry budget and request timeout).
     pub fn wait_for(&self, key: &str) {
         let mut state = self.lock();
+        if let Some(index) = state.queue.iter().position(|queued| queued == key) {
+            state.queue.remove(index);
+            state.outstanding.remove(key);
+            debug!("delete of {key:?} dropped: a new object takes the key");
+            self.changed.notify_all();
+            return;
+        }
         while state.outstanding.contains(key) {
             state = self.wait(state);
         }
+    }
+
+    /// Waits until no key below `prefix` is waiting to be deleted; false if some still
+    /// are at `deadline`.
+    pub fn wait_below(&self, prefix: &str, deadline: Instant) -> bool {
+        let mut state = self.lock();
+        while state.outstanding.iter().any(|key| key.starts_with(prefix)) {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+        }
+        true
     }
 
     /// Returns once every queued delete has been sent (or given up), or at `deadline`.

@@ -689,8 +689,10 @@ impl Namespace {
         };
         let key = self.object_key(&path);
         if flags & libc::O_ACCMODE == libc::O_RDONLY {
+            // Never waits for the writer's lock (a commit may hold it while Complete is
+            // sent): a writer that is busy is still being written.
             if let Some(active) = being_written
-                && !active.writer().is_completed()
+                && active.writer.try_lock().map_or(true, |w| !w.is_completed())
             {
                 warn!(
                     "{path:?} is being written; reading it before its upload completes is not supported: EBUSY"
@@ -1135,7 +1137,13 @@ impl Namespace {
         let (name, path) = self.child_path(parent, name)?;
         let marker = self.marker_key(&path);
         // Files renamed out of it must be gone before its emptiness is judged.
-        self.deletes.wait_for_all(None);
+        if !self
+            .deletes
+            .wait_below(&marker, Instant::now() + self.uploads.stall_bound())
+        {
+            warn!("{path:?}: files renamed out of it are still being deleted: EBUSY");
+            return Err(libc::EBUSY);
+        }
         let _marker_writes = self.lock_marker_writes();
         let below = self
             .client
@@ -1373,7 +1381,13 @@ impl Namespace {
             return Err(libc::EBUSY);
         }
         // Files renamed out of it must not be copied along, nor files renamed into it missed.
-        self.deletes.wait_for_all(None);
+        let deadline = Instant::now() + self.uploads.stall_bound();
+        if !self.deletes.wait_below(&source_prefix, deadline)
+            || !self.deletes.wait_below(&target_prefix, deadline)
+        {
+            warn!("{source_path:?}: files renamed out of it are still being deleted: EBUSY");
+            return Err(libc::EBUSY);
+        }
         // A held marker (new directory, chmod/utimes) is written once, at the new name.
         let (metadata, pending) = {
             let mut table = self.table();

@@ -222,7 +222,12 @@ impl Filesystem for FuseAdapter {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.namespace.rmdir(parent.0, name))
+        // May wait for deletes of files renamed out of the directory.
+        let namespace = Arc::clone(&self.namespace);
+        let name = name.to_owned();
+        self.responders.run("rmdir", move || {
+            reply_empty(reply, namespace.rmdir(parent.0, &name))
+        });
     }
 
     fn symlink(

@@ -520,19 +520,36 @@ impl ObjectWriter {
             if uploaded.len() != last_part as usize {
                 return Err(format!("{} of {last_part} parts uploaded", uploaded.len()));
             }
+            let expected = composite_checksum(&uploaded);
             let reported = match crate::s3::retry_within(
                 self.context.retry_budget,
                 || client.complete_multipart_upload(&self.key, &upload_id, &uploaded),
                 || false,
             ) {
                 Ok(reported) => reported,
-                // A retry after a Complete whose answer was lost finds the upload gone:
-                // the size check below tells whether the object is there.
-                Err(e) if e.kind == crate::s3::S3ErrorKind::NotFound => None,
+                // The upload is gone: either our own retry after a Complete whose answer
+                // was lost, or someone else aborted it (`cleanup`, a lifecycle rule).
+                // Only an object with our checksum proves the first.
+                Err(e) if e.kind == crate::s3::S3ErrorKind::NotFound => {
+                    return match client.head_object(&self.key) {
+                        Ok(Some(info)) if info.checksum_crc32c.as_deref() == Some(&expected) => {
+                            Ok(())
+                        }
+                        _ => Err(format!(
+                            "the multipart upload was gone at completion (NoSuchUpload: aborted \
+                             elsewhere?) and the object under the key is not ours: {e}; \
+                             nothing was changed"
+                        )),
+                    };
+                }
                 Err(e) => return Err(e.to_string()),
             };
-            let expected = composite_checksum(&uploaded);
-            if let Some(reported) = reported
+            // Only a composite checksum ("...-N" with our part count) is comparable with
+            // ours; a full-object checksum or another form is left to the size check.
+            let comparable = reported
+                .as_deref()
+                .is_some_and(|r| r.ends_with(&format!("-{}", uploaded.len())));
+            if let Some(reported) = reported.filter(|_| comparable)
                 && reported != expected
             {
                 // Complete has happened, so there is no upload left to abort: the object
@@ -548,7 +565,7 @@ impl ObjectWriter {
             self.abort_upload(upload);
             return Err(reason);
         }
-        self.verify_size(parts.size)?;
+        self.verify_size(parts.size, &composite_checksum(&uploaded))?;
         if upload.headers() != &self.headers {
             // chmod/utimes arrived after CreateMultipartUpload: one copy applies them.
             client
@@ -583,14 +600,21 @@ impl ObjectWriter {
         }
     }
 
-    /// After Complete, the object must have exactly the size written.
-    fn verify_size(&self, size: u64) -> Result<(), String> {
+    /// After Complete, the object must have exactly the size written. A wrong object is
+    /// removed only when its checksum proves it is ours (`checksum`): one that another
+    /// writer put there meanwhile is left alone.
+    fn verify_size(&self, size: u64, checksum: &str) -> Result<(), String> {
         match self.context.client.head_object(&self.key) {
             Ok(Some(info)) if info.size == size => Ok(()),
-            Ok(Some(info)) => Err(format!(
+            Ok(Some(info)) if info.checksum_crc32c.as_deref() == Some(checksum) => Err(format!(
                 "completed object has {} bytes, {size} were written; {}",
                 info.size,
                 self.remove_object()
+            )),
+            Ok(Some(info)) => Err(format!(
+                "the object under the key has {} bytes, {size} were written, and it is not \
+                 ours (replaced meanwhile?): left as it is",
+                info.size
             )),
             Ok(None) => Err("completed object is not there".to_owned()),
             Err(e) => Err(format!("could not verify the completed object: {e}")),
