@@ -812,3 +812,51 @@ fn an_upload_aborted_elsewhere_before_completion_fails_close_and_keeps_the_old_o
     );
     assert_object(&server, "f", size, 1);
 }
+
+/// H2: a held chmod's self-copy of the object onto itself, still in flight when the
+/// file is rewritten. The rewrite waits for it: the new PutObject is sent only after the
+/// copy has answered, so the copy (of the old bytes) can never land after the new
+/// object. The object ends with the new bytes and the chmod.
+#[test]
+fn a_rewrite_waits_for_a_held_chmods_self_copy_in_flight() {
+    let server = S3Server::garage();
+    let proxy = FaultProxy::start(&server.endpoint());
+    let (through, _env) = via_proxy(&server, &proxy);
+    let mount = Mount::new(&through, &[]);
+    mount.sh_ok("echo old > \"$MNT/f\"");
+    std::thread::sleep(Duration::from_secs(2));
+    proxy.set_fault(
+        Op::CopyObject,
+        When::Always,
+        Fault::Delay(Duration::from_secs(3)),
+    );
+    mount.sh_ok("chmod 600 \"$MNT/f\"");
+    wait_until(Duration::from_secs(10), "the self-copy sent", || {
+        proxy.count(Op::CopyObject) >= 1
+    });
+    let copy_sent = proxy.records_of(Op::CopyObject)[0].at;
+    mount.sh_ok("echo new > \"$MNT/f\"");
+    let put = proxy
+        .records_of(Op::PutObject)
+        .into_iter()
+        .filter(|r| r.key == "f" && r.at > copy_sent)
+        .map(|r| r.at)
+        .next()
+        .expect("the rewrite's PutObject");
+    assert!(
+        put.duration_since(copy_sent) >= Duration::from_millis(2500),
+        "the rewrite was sent {:?} after the self-copy, before its answer (3 s)",
+        put.duration_since(copy_sent)
+    );
+    proxy.clear();
+    std::thread::sleep(Duration::from_secs(2));
+    let client = server.client();
+    assert_eq!(client.get("f").as_deref(), Some(&b"new\n"[..]));
+    assert_eq!(
+        client
+            .head("f")
+            .and_then(|h| h.metadata.get("mode").cloned()),
+        Some(format!("{}", libc::S_IFREG | 0o600)),
+        "the held chmod rode with the rewrite"
+    );
+}

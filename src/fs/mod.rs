@@ -129,6 +129,12 @@ pub struct Namespace {
     /// Held by whoever writes or removes directory markers (the metadata flusher, rmdir,
     /// directory rename), so a held marker cannot land after its directory is gone.
     marker_writes: Mutex<()>,
+    /// Keys the metadata flusher is copying onto themselves right now. Whatever replaces
+    /// or removes such a key (a rewrite, a rename from or onto it, an unlink) first
+    /// takes the held change away under the table lock, then waits here, so a self-copy
+    /// of the old object can never land after the new one (audit H2).
+    flushing: Mutex<HashSet<String>>,
+    flushed: std::sync::Condvar,
 }
 
 /// The thread group of `pid` (FUSE reports thread ids; a process's threads share a group).
@@ -177,6 +183,8 @@ impl Namespace {
             next_handle: AtomicU64::new(1),
             shadowed_logged: Mutex::new(HashSet::new()),
             marker_writes: Mutex::new(()),
+            flushing: Mutex::new(HashSet::new()),
+            flushed: std::sync::Condvar::new(),
         })
     }
 
@@ -736,7 +744,11 @@ impl Namespace {
         if let Some(inode) = self.table().get_mut(ino) {
             inode.active_write = Some(Arc::clone(&active));
             inode.metadata = metadata;
+            // The held change rides with the new upload; no self-copy of the old object
+            // may land after it.
+            inode.pending_metadata_since = None;
         }
+        self.wait_for_flush_of(&self.object_key(&path));
         Ok(self.register(OpenFile::Writer { ino, active }))
     }
 
@@ -1057,6 +1069,31 @@ impl Namespace {
         }
     }
 
+    fn flushing_keys(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.flushing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until the flusher is not copying `key` onto itself (see `flushing`).
+    /// Call after taking the inode's held change away under the table lock.
+    fn wait_for_flush_of(&self, key: &str) {
+        let deadline = Instant::now() + self.uploads.stall_bound();
+        let mut flushing = self.flushing_keys();
+        while flushing.contains(key) {
+            let now = Instant::now();
+            if now >= deadline {
+                warn!("{key:?}: its attribute change is still being applied; going ahead");
+                return;
+            }
+            flushing = self
+                .flushed
+                .wait_timeout(flushing, deadline - now)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+        }
+    }
+
     fn lock_marker_writes(&self) -> MutexGuard<'_, ()> {
         self.marker_writes
             .lock()
@@ -1183,14 +1220,14 @@ impl Namespace {
         if let Some(active) = active {
             active.writer().discard("unlinked while being written");
         }
+        if let Some(inode) = self.table().get_mut(attributes.ino) {
+            inode.pending_metadata_since = None;
+        }
+        self.wait_for_flush_of(&self.object_key(&path));
         self.client
             .delete_object(&self.object_key(&path))
             .map_err(|e| log_s3(&e))?;
-        let mut table = self.table();
-        if let Some(inode) = table.get_mut(attributes.ino) {
-            inode.pending_metadata_since = None;
-        }
-        table.unlink(parent, &name);
+        self.table().unlink(parent, &name);
         Ok(())
     }
 
@@ -1287,6 +1324,7 @@ impl Namespace {
                             .writer()
                             .discard("replaced by a rename while being written");
                     }
+                    self.wait_for_flush_of(&self.object_key(&target_path));
                 }
             }
         }
@@ -1320,6 +1358,7 @@ impl Namespace {
                 inode.size,
             )
         };
+        self.wait_for_flush_of(&source_key);
         if let Some(active) = active {
             let mut writer = active.writer();
             if !writer.is_final() {
@@ -1525,6 +1564,19 @@ impl Namespace {
         };
         for (ino, since, path, metadata, size, kind) in due {
             let key = self.object_key(&path);
+            if kind != Kind::Directory {
+                // Still held (no rewrite, rename or unlink took it since the snapshot):
+                // claim the key, under the table lock they clear the change under.
+                let table = self.table();
+                let still_held = table
+                    .get(ino)
+                    .is_some_and(|i| i.pending_metadata_since == Some(since) && i.path == path);
+                if !still_held {
+                    continue;
+                }
+                self.flushing_keys().insert(key.clone());
+                drop(table);
+            }
             let applied = if kind == Kind::Directory {
                 self.client
                     .put_object(
@@ -1535,8 +1587,15 @@ impl Namespace {
                     )
                     .map(|_| ())
             } else {
-                self.client
-                    .copy_object(&key, &key, Some(&Self::headers_for(&metadata, None)), size)
+                let copied = self.client.copy_object(
+                    &key,
+                    &key,
+                    Some(&Self::headers_for(&metadata, None)),
+                    size,
+                );
+                self.flushing_keys().remove(&key);
+                self.flushed.notify_all();
+                copied
             };
             let landed = match applied {
                 Ok(()) => {
