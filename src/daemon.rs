@@ -398,6 +398,7 @@ fn prepare(config: &MountConfig) -> Result<Prepared, String> {
                 dir_mode: config.dir_mode,
                 attr_ttl: ATTR_TTL,
                 read_only: config.read_only,
+                mountpoint: std::fs::canonicalize(&config.mountpoint).ok(),
             },
             uploads,
         )

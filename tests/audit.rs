@@ -611,3 +611,33 @@ fn opening_a_file_whose_upload_is_completing_answers_at_once() {
         "open took {elapsed:?} while a close was completing"
     );
 }
+
+/// H4: the opener hands the descriptor to a child and closes its own first
+/// (`Popen(stdout=fd)`). The child's close is the last one: it completes the upload and
+/// returns its result, so once the child is reaped the object is complete in S3.
+#[test]
+fn a_child_that_closes_last_completes_the_upload_at_its_close() {
+    let server = S3Server::garage();
+    let mount = Mount::new(&server, &[]);
+    let out = python(
+        &mount,
+        r#"
+import os, subprocess
+m = os.environ['MNT']
+fd = os.open(f'{m}/out', os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+p = subprocess.Popen(['head', '-c', '30M', '/dev/zero'], stdout=fd)
+os.close(fd)
+print(p.wait())
+print(os.stat(f'{m}/out').st_size)
+print(len(open(f'{m}/out', 'rb').read()))
+"#,
+    );
+    assert!(out.status.success(), "{out:?}\n{}", mount.log());
+    let size = 30 * MIB;
+    assert_eq!(stdout(&out), format!("0\n{size}\n{size}\n"));
+    assert_eq!(
+        server.client().head("out").map(|h| h.size),
+        Some(size as u64),
+        "complete in S3 once the child's close returned"
+    );
+}

@@ -9,6 +9,7 @@
 //! runs it. Errors are errnos, with the reason logged here where the cause is known.
 
 mod deletes;
+mod holders;
 pub mod inode;
 pub mod metadata;
 
@@ -67,6 +68,8 @@ pub struct NamespaceConfig {
     pub dir_mode: u16,
     pub attr_ttl: Duration,
     pub read_only: bool,
+    /// Where the mount is (canonical), to recognise its files in /proc; None when unknown.
+    pub mountpoint: Option<std::path::PathBuf>,
 }
 
 /// One name in a directory listing.
@@ -908,17 +911,34 @@ impl Namespace {
             }
             return Ok(());
         }
-        if tgid != active.opener_tgid {
+        // The last close completes the upload and gets its result. The opener's close is
+        // the last unless it handed the descriptor to a child that still holds it; a
+        // close from another process is the last when nobody holds the file any more.
+        let opener = tgid == active.opener_tgid;
+        let may_be_held = !opener || holders::has_children(tgid);
+        if may_be_held && self.held_elsewhere(*ino, opener) {
             debug!(
-                "inode {ino}: flush from process {tgid}, not the opener {}: not completing yet",
+                "inode {ino}: closed by process {tgid} (opener {}), still open elsewhere: \
+                 completing at the last close",
                 active.opener_tgid
             );
-            return match active.writer().failure() {
-                Some(_) => Err(libc::EIO),
-                None => Ok(()),
+            return if active.writer().has_failed() {
+                Err(libc::EIO)
+            } else {
+                Ok(())
             };
         }
         self.complete(*ino, active)
+    }
+
+    /// Whether some process still has the file `ino` open. Without a known mountpoint:
+    /// assume so for a close from another process, not for the opener's (as before).
+    fn held_elsewhere(&self, ino: u64, opener: bool) -> bool {
+        let path = self.table().get(ino).map(|inode| inode.path.clone());
+        match (&self.config.mountpoint, path) {
+            (Some(mountpoint), Some(path)) => holders::held_open(&mountpoint.join(path)),
+            _ => !opener,
+        }
     }
 
     pub fn fsync(&self, fh: u64) -> FsResult<()> {

@@ -196,6 +196,18 @@ impl ObjectWriter {
             || matches!(self.state, State::Discarded)
     }
 
+    /// Failed, or a part of its upload failed already (the close will report it).
+    pub fn has_failed(&self) -> bool {
+        match &self.state {
+            State::Failed(_) => true,
+            State::Writing(parts) => parts
+                .upload
+                .as_ref()
+                .is_some_and(|upload| upload.failure().is_some()),
+            _ => false,
+        }
+    }
+
     pub fn failure(&self) -> Option<&str> {
         match &self.state {
             State::Failed(reason) => Some(reason),
