@@ -42,6 +42,14 @@ impl ObjectReader {
         }
     }
 
+    /// The file was renamed while open: later fetches read the object's new key (the
+    /// old one is deleted once the rename's copy exists).
+    pub fn follow(&mut self, key: &str) {
+        if self.key != key {
+            self.key = key.to_owned();
+        }
+    }
+
     pub fn read(&mut self, offset: u64, length: u32) -> Result<Bytes, S3Error> {
         if offset >= self.size {
             return Ok(Bytes::new());

@@ -114,8 +114,14 @@ impl ActiveWrite {
 }
 
 enum OpenFile {
-    Reader { reader: Mutex<ObjectReader> },
-    Writer { ino: u64, active: Arc<ActiveWrite> },
+    Reader {
+        ino: u64,
+        reader: Mutex<ObjectReader>,
+    },
+    Writer {
+        ino: u64,
+        active: Arc<ActiveWrite>,
+    },
 }
 
 pub struct Namespace {
@@ -717,6 +723,7 @@ impl Namespace {
                 self.config.attr_ttl,
             );
             return Ok(self.register(OpenFile::Reader {
+                ino,
                 reader: Mutex::new(reader),
             }));
         }
@@ -757,11 +764,20 @@ impl Namespace {
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         match &*self.handle(fh)? {
-            OpenFile::Reader { reader, .. } => reader
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .read(offset, size)
-                .map_err(|e| log_s3(&e)),
+            OpenFile::Reader { ino, reader } => {
+                // An open file survives a rename: read from wherever it is now.
+                let key = self
+                    .table()
+                    .get(*ino)
+                    .map(|inode| self.object_key(&inode.path));
+                let mut reader = reader
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if let Some(key) = key {
+                    reader.follow(&key);
+                }
+                reader.read(offset, size).map_err(|e| log_s3(&e))
+            }
             OpenFile::Writer { ino, .. } => {
                 warn!(
                     "inode {ino}: reading through a handle opened for writing is not supported: EBADF"
