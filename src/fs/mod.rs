@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 
 use crate::read::ObjectReader;
 use crate::s3::{DIRECTORY_CONTENT_TYPE, ListedObject, ObjectHeaders, S3Client, S3Error};
@@ -1496,11 +1496,27 @@ impl Namespace {
             .client
             .list_all(source_prefix, false)
             .map_err(|e| log_s3(&e))?;
-        let to_copy: Vec<&ListedObject> = listing
-            .objects
-            .iter()
-            .filter(|object| !(metadata_pending && object.key == source_prefix))
-            .collect();
+        // Every new key is known before anything is copied: one too long for S3 fails
+        // the rename up front (ENAMETOOLONG), with nothing copied.
+        let mut to_copy: Vec<(&ListedObject, String)> = Vec::new();
+        for object in &listing.objects {
+            if metadata_pending && object.key == source_prefix {
+                continue;
+            }
+            let Some(rest) = object.key.strip_prefix(source_prefix) else {
+                continue;
+            };
+            let target = format!("{target_prefix}{rest}");
+            if target.len() >= MAX_KEY_LEN {
+                warn!(
+                    "renaming {source_prefix:?} would give {:?} a key over S3's 1024 bytes: ENAMETOOLONG",
+                    object.key
+                );
+                return Err(libc::ENAMETOOLONG);
+            }
+            to_copy.push((object, target));
+        }
+        let copied = Mutex::new(Vec::new());
         // Copy everything first (a few copies in flight); the originals go only once
         // every copy exists, so a failed copy leaves the directory intact.
         let failure = Mutex::new(None);
@@ -1510,7 +1526,7 @@ impl Namespace {
                 scope.spawn(|| {
                     loop {
                         let index = next.fetch_add(1, Ordering::Relaxed) as usize;
-                        let Some(object) = to_copy.get(index) else {
+                        let Some((object, target)) = to_copy.get(index) else {
                             return;
                         };
                         let has_failed = failure
@@ -1520,16 +1536,20 @@ impl Namespace {
                         if has_failed {
                             return;
                         }
-                        let rest = &object.key[source_prefix.len()..];
-                        let target = format!("{target_prefix}{rest}");
-                        if let Err(e) =
-                            self.client
-                                .copy_object(&object.key, &target, None, object.size)
+                        match self
+                            .client
+                            .copy_object(&object.key, target, None, object.size)
                         {
-                            failure
+                            Ok(()) => copied
                                 .lock()
                                 .unwrap_or_else(|poisoned| poisoned.into_inner())
-                                .get_or_insert(e);
+                                .push(target.clone()),
+                            Err(e) => {
+                                failure
+                                    .lock()
+                                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                                    .get_or_insert(e);
+                            }
                         }
                     }
                 });
@@ -1539,6 +1559,21 @@ impl Namespace {
             .into_inner()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
         {
+            // The source is intact: take back the copies made, so no half tree is left
+            // under the new name.
+            let copied = copied
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let left: Vec<&String> = copied
+                .iter()
+                .filter(|key| self.client.delete_object(key).is_err())
+                .collect();
+            if !left.is_empty() {
+                error!(
+                    "directory rename to {target_prefix:?} failed and {} of its copies could not be removed: {left:?}",
+                    left.len()
+                );
+            }
             return Err(log_s3(&error));
         }
         if metadata_pending || listing.objects.is_empty() {
