@@ -665,3 +665,28 @@ fn a_file_open_for_reading_is_still_readable_after_a_rename() {
     assert_eq!(head, data[..MIB]);
     assert_eq!(tail, data[35 * MIB..]);
 }
+
+/// M1: renaming a file whose multipart upload has started (past its first part) is
+/// refused with EBUSY instead of publishing the partial file under the new name; the
+/// writer goes on, and its close completes the whole file under the old name.
+#[test]
+fn renaming_a_file_whose_upload_has_started_is_ebusy_and_publishes_nothing_partial() {
+    use std::io::Write;
+    let server = S3Server::garage();
+    let mount = Mount::new(&server, &[]);
+    let data = common::random_bytes(40 * MIB, 4);
+    let mut file = std::fs::File::create(mount.join("growing")).expect("create");
+    file.write_all(&data[..20 * MIB]).expect("first half");
+    let error = std::fs::rename(mount.join("growing"), mount.join("renamed"))
+        .expect_err("rename of a file being uploaded");
+    assert_eq!(error.raw_os_error(), Some(libc::EBUSY));
+    assert!(
+        server.client().head("renamed").is_none(),
+        "nothing partial appeared"
+    );
+    file.write_all(&data[20 * MIB..])
+        .expect("the writer goes on");
+    close(file).expect("close completes the whole file");
+    assert_eq!(server.client().get("growing").as_deref(), Some(&data[..]));
+    std::fs::rename(mount.join("growing"), mount.join("renamed")).expect("rename after close");
+}

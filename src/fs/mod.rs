@@ -1410,9 +1410,22 @@ impl Namespace {
                     }
                     return Ok(());
                 }
-                info!(
-                    "{source_path:?} is renamed while being written: completing its upload first"
-                );
+                if !writer.has_failed() {
+                    // Its multipart upload is bound to the old key: completing it early
+                    // would publish a partial file under the new name, completing it
+                    // later at the old key could overwrite a new file of that name.
+                    drop(writer);
+                    if pending && let Some(inode) = self.table().get_mut(ino) {
+                        inode
+                            .pending_metadata_since
+                            .get_or_insert_with(Instant::now);
+                    }
+                    warn!(
+                        "{source_path:?} is being written and its upload has started: \
+                         rename it once it is closed (EBUSY)"
+                    );
+                    return Err(libc::EBUSY);
+                }
                 writer.commit().map_err(|_| libc::EIO)?;
             }
             size = writer.size();
