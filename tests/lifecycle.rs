@@ -319,3 +319,43 @@ fn nothing_from_the_mount_reaches_outside_its_prefix() {
         Some(&b"not yours"[..])
     );
 }
+
+/// L1: the inode table forgets what the kernel forgets. After 300 files were created
+/// and stat'ed, the kernel's caches are dropped (it sends FORGET): the table shrinks to
+/// a handful of inodes (names only listed go a few seconds after their listing
+/// expired), and every file is still found, listed and read.
+#[test]
+fn the_inode_table_forgets_what_the_kernel_forgets() {
+    let server = S3Server::garage();
+    let mount = Mount::new(&server, &[]);
+    let dir = mount.join("many");
+    std::fs::create_dir(&dir).expect("mkdir");
+    for index in 0..300 {
+        std::fs::write(dir.join(format!("f{index}")), index.to_string()).expect("write");
+    }
+    for index in 0..300 {
+        std::fs::metadata(dir.join(format!("f{index}"))).expect("stat");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write("/proc/sys/vm/drop_caches", "2").expect("drop the dentry and inode caches");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("f123")).expect("read after the caches went"),
+        "123"
+    );
+    assert_eq!(std::fs::read_dir(&dir).expect("ls").count(), 300);
+    std::fs::write("/proc/sys/vm/drop_caches", "2").expect("drop again");
+    // Names the listing showed and nobody looked up go once their listing expired.
+    std::thread::sleep(Duration::from_secs(7));
+    let log = stop_and_log(mount);
+    let inodes: usize = log
+        .lines()
+        .find_map(|line| line.split("bytes; ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the daemon reports its inode count at unmount");
+    assert!(
+        inodes < 50,
+        "{inodes} inodes left in the table after the kernel forgot them"
+    );
+}

@@ -1,8 +1,13 @@
 //! The inode table: inode numbers, names, the key each stands for, and what we last
 //! learned about it from S3 (or from our own writes). Numbers are never reused during
 //! a mount, so they stay stable for its life.
+//!
+//! The table forgets: the kernel counts the entries we hand it (`remember`) and tells
+//! us when it drops them (`forget`); an inode nobody references any more, with nothing
+//! of ours pending on it, leaves the table. Children are indexed by parent (an ordered
+//! map), so a directory's names are found without scanning the whole table.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -36,6 +41,8 @@ pub struct Inode {
     pub active_write: Option<Arc<ActiveWrite>>,
     /// Attribute changes on a finished object not yet sent to S3 (folded into a rename).
     pub pending_metadata_since: Option<Instant>,
+    /// Entries the kernel holds for this inode (lookups it was answered, minus forgets).
+    pub lookups: u64,
 }
 
 impl Inode {
@@ -56,7 +63,7 @@ impl Inode {
 
 pub struct InodeTable {
     inodes: HashMap<u64, Inode>,
-    children: HashMap<(u64, String), u64>,
+    children: BTreeMap<(u64, String), u64>,
     /// Names S3 said do not exist, until when that answer stands (negative lookups:
     /// rsync and cp stat a destination several times before creating it).
     absent: HashMap<(u64, String), Instant>,
@@ -72,7 +79,7 @@ impl InodeTable {
         inodes.insert(ROOT_INO, root);
         Self {
             inodes,
-            children: HashMap::new(),
+            children: BTreeMap::new(),
             absent: HashMap::new(),
             next_ino: ROOT_INO + 1,
         }
@@ -117,6 +124,7 @@ impl InodeTable {
             let active_write = existing.active_write.take();
             let pending = existing.pending_metadata_since;
             let listing = existing.listing_valid_until;
+            let lookups = existing.lookups;
             // What the server says (a listing or a HEAD: no held change, no writer of
             // its own) must not undo a change we hold and have not sent yet.
             let from_server =
@@ -131,6 +139,7 @@ impl InodeTable {
             existing.active_write = existing.active_write.take().or(active_write);
             existing.pending_metadata_since = existing.pending_metadata_since.or(pending);
             existing.listing_valid_until = existing.listing_valid_until.or(listing);
+            existing.lookups = lookups;
             return ino;
         }
         let ino = self.next_ino;
@@ -148,10 +157,91 @@ impl InodeTable {
     /// Names currently under `parent`.
     pub fn children_of(&self, parent: u64) -> Vec<(String, u64)> {
         self.children
-            .iter()
-            .filter(|((p, _), _)| *p == parent)
+            .range((parent, String::new())..(parent + 1, String::new()))
             .map(|((_, name), ino)| (name.clone(), *ino))
             .collect()
+    }
+
+    /// Whether `parent` has at least `count` names in the table.
+    pub fn has_children(&self, parent: u64, count: usize) -> bool {
+        self.children
+            .range((parent, String::new())..(parent + 1, String::new()))
+            .nth(count.saturating_sub(1))
+            .is_some()
+    }
+
+    /// The kernel was handed an entry for `ino` (lookup, create, mkdir, symlink).
+    pub fn remember(&mut self, ino: u64) {
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.lookups += 1;
+        }
+    }
+
+    /// The kernel dropped `count` of its entries for `ino`. An inode it no longer
+    /// references leaves the table unless something of ours is pending on it (an
+    /// upload, a held change) or it has children still in the table; its parent's
+    /// listing then no longer counts as complete.
+    pub fn forget(&mut self, ino: u64, count: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let Some(inode) = self.inodes.get_mut(&ino) else {
+            return;
+        };
+        inode.lookups = inode.lookups.saturating_sub(count);
+        if inode.lookups > 0 || inode.exists_only_locally() || self.has_children(ino, 1) {
+            return;
+        }
+        let Some(inode) = self.inodes.remove(&ino) else {
+            return;
+        };
+        let key = (inode.parent, inode.name);
+        if self.children.get(&key) == Some(&ino) {
+            self.children.remove(&key);
+            if let Some(parent) = self.inodes.get_mut(&key.0) {
+                parent.listing_valid_until = None;
+            }
+        }
+    }
+
+    /// Drops inodes the kernel never held (names a listing showed that nobody looked
+    /// up) once they and their directory's listing have expired: they would be fetched
+    /// again anyway. Returns how many went.
+    pub fn prune_unreferenced(&mut self, now: Instant) -> usize {
+        let listing_expired = |parent: Option<&Inode>| {
+            parent.is_none_or(|p| p.listing_valid_until.is_none_or(|until| until <= now))
+        };
+        let doomed: Vec<u64> = self
+            .inodes
+            .iter()
+            .filter(|(ino, inode)| {
+                **ino != ROOT_INO
+                    && inode.lookups == 0
+                    && !inode.exists_only_locally()
+                    && inode.valid_until <= now
+                    && listing_expired(self.inodes.get(&inode.parent))
+            })
+            .map(|(ino, _)| *ino)
+            .collect();
+        let mut pruned = 0;
+        for ino in doomed {
+            if self.has_children(ino, 1) {
+                continue;
+            }
+            if let Some(inode) = self.inodes.remove(&ino) {
+                let key = (inode.parent, inode.name);
+                if self.children.get(&key) == Some(&ino) {
+                    self.children.remove(&key);
+                }
+                pruned += 1;
+            }
+        }
+        pruned
+    }
+
+    /// How many inodes the table holds.
+    pub fn count(&self) -> usize {
+        self.inodes.len()
     }
 
     /// Moves `ino` to a new parent and name, rewriting the paths of everything below it.

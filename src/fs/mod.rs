@@ -178,6 +178,7 @@ impl Namespace {
             metadata_loaded: true,
             valid_until: Instant::now() + Duration::from_secs(u32::MAX as u64),
             listing_valid_until: None,
+            lookups: 0,
             active_write: None,
             pending_metadata_since: None,
         };
@@ -300,6 +301,7 @@ impl Namespace {
             metadata_loaded: false,
             valid_until: Instant::now() + self.config.attr_ttl,
             listing_valid_until: None,
+            lookups: 0,
             active_write: None,
             pending_metadata_since: None,
         }
@@ -428,7 +430,7 @@ impl Namespace {
                     // A small directory listed before: one LIST re-validates all its names.
                     None if !relisted
                         && parent_inode.is_some_and(|p| p.listing_valid_until.is_some())
-                        && table.children_of(parent).len() < 1000 =>
+                        && !table.has_children(parent, 1000) =>
                     {
                         None
                     }
@@ -1607,11 +1609,18 @@ impl Namespace {
         std::thread::Builder::new()
             .name("metadata-flush".to_owned())
             .spawn(move || {
-                loop {
+                for tick in 1u64.. {
                     std::thread::sleep(PENDING_METADATA_DELAY / 4);
-                    match weak.upgrade() {
-                        Some(namespace) => namespace.apply_pending_metadata(PENDING_METADATA_DELAY),
-                        None => return,
+                    let Some(namespace) = weak.upgrade() else {
+                        return;
+                    };
+                    namespace.apply_pending_metadata(PENDING_METADATA_DELAY);
+                    // Every 5 s: names listed but never looked up leave the table.
+                    if tick % 20 == 0 {
+                        let pruned = namespace.table().prune_unreferenced(Instant::now());
+                        if pruned > 0 {
+                            debug!("forgot {pruned} listed names nobody looked up");
+                        }
                     }
                 }
             })
@@ -1751,6 +1760,21 @@ impl Namespace {
         self.deletes
             .stop(Instant::now() + self.uploads.retry_budget);
         self.uploads.pool.shutdown();
+    }
+
+    /// The kernel holds one more entry for `ino`.
+    pub fn remember_lookup(&self, ino: u64) {
+        self.table().remember(ino);
+    }
+
+    /// The kernel dropped `count` entries for `ino`.
+    pub fn forget(&self, ino: u64, count: u64) {
+        self.table().forget(ino, count);
+    }
+
+    /// Inodes in the table (shown at unmount: it should not grow with every name seen).
+    pub fn inode_count(&self) -> usize {
+        self.table().count()
     }
 
     pub fn memory_high_water(&self) -> u64 {

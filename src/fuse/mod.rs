@@ -106,13 +106,20 @@ impl FuseAdapter {
 
     fn reply_entry(&self, reply: ReplyEntry, result: Result<Attributes, i32>) {
         match result {
-            Ok(attributes) => reply.entry(&self.ttl(), &file_attr(&attributes), Generation(0)),
+            Ok(attributes) => {
+                self.namespace.remember_lookup(attributes.ino);
+                reply.entry(&self.ttl(), &file_attr(&attributes), Generation(0))
+            }
             Err(code) => reply.error(errno(code)),
         }
     }
 }
 
 impl Filesystem for FuseAdapter {
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.namespace.forget(ino.0, nlookup);
+    }
+
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // O_TRUNC arrives with open instead of as a separate truncate.
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
@@ -127,7 +134,10 @@ impl Filesystem for FuseAdapter {
     fn destroy(&mut self) {
         self.namespace.abort_all();
         let high_water = self.namespace.memory_high_water();
-        log::info!("unmounted; part buffers peaked at {high_water} bytes");
+        let inodes = self.namespace.inode_count();
+        log::info!(
+            "unmounted; part buffers peaked at {high_water} bytes; {inodes} inodes in the table"
+        );
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -551,13 +561,16 @@ impl Filesystem for FuseAdapter {
             req.gid(),
             req.pid(),
         ) {
-            Ok((attributes, fh)) => reply.created(
-                &self.ttl(),
-                &file_attr(&attributes),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::FOPEN_DIRECT_IO,
-            ),
+            Ok((attributes, fh)) => {
+                self.namespace.remember_lookup(attributes.ino);
+                reply.created(
+                    &self.ttl(),
+                    &file_attr(&attributes),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_DIRECT_IO,
+                )
+            }
             Err(code) => reply.error(errno(code)),
         }
     }
