@@ -1,7 +1,7 @@
 //! The command line: `s3upfs mount …`, its `-o` (fstab) form, and turning both into a
 //! checked [`MountConfig`]. Every mistake becomes one readable line and exit status 2.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -303,9 +303,13 @@ fn apply_options(args: &mut MountArgs) -> Result<(), String> {
             "allow_other" => args.allow_other = true,
             "read_only" | "ro" => args.read_only = true,
             // Generic mount(8)/fstab words that mean nothing more here.
-            "rw" | "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "_netdev"
-            | "nofail" | "exec" | "noexec" | "suid" | "nosuid" | "dev" | "nodev" | "atime"
-            | "noatime" | "relatime" => {}
+            "rw" | "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "owner"
+            | "group" | "_netdev" | "nofail" | "exec" | "noexec" | "suid" | "nosuid" | "dev"
+            | "nodev" | "atime" | "noatime" | "relatime" | "strictatime" | "diratime"
+            | "nodiratime" | "lazytime" | "nolazytime" | "sync" | "async" | "silent" | "loud"
+            | "nosymfollow" | "comment" => {}
+            // systemd's and other tools' own options (x-systemd.automount, x-gvfs-hide).
+            other if other.starts_with("x_") => {}
             _ => return Err(format!("unknown mount option -o {option}")),
         }
     }
@@ -399,8 +403,50 @@ fn resolve(mut args: MountArgs) -> Result<MountConfig, String> {
 }
 
 /// Entry point of the binary; returns the process exit status.
+/// The arguments this process runs with, after [`as_mount_helper`].
+static ARGS: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock::new();
+
+/// The arguments as understood (what a detached daemon is started with again).
+pub fn effective_args() -> Vec<std::ffi::OsString> {
+    ARGS.get()
+        .cloned()
+        .unwrap_or_else(|| std::env::args_os().collect())
+}
+
+/// mount(8) runs filesystem helpers as `HELPER SOURCE DIR [-sfnv] [-o OPTIONS]`:
+/// `mount -t fuse.s3upfs` goes through mount.fuse3, which runs `s3upfs SOURCE DIR -o
+/// OPTIONS`, and `mount -t s3upfs` runs a `mount.s3upfs` link. Both mean
+/// `s3upfs mount SOURCE DIR -o OPTIONS`. None when mount(8) only fakes the mount (-f).
+fn as_mount_helper(args: Vec<std::ffi::OsString>) -> Option<Vec<std::ffi::OsString>> {
+    let called_as_helper = args
+        .first()
+        .and_then(|arg0| Path::new(arg0).file_name())
+        .is_some_and(|name| name.to_string_lossy().starts_with("mount."));
+    let first = args.get(1).map(|arg| arg.to_string_lossy().into_owned());
+    let subcommand = first.as_deref().is_some_and(|arg| {
+        arg.starts_with('-') || ["mount", "cleanup", "lifecycle", "help"].contains(&arg)
+    });
+    if !called_as_helper && (subcommand || first.is_none()) {
+        return Some(args);
+    }
+    let mut rewritten = vec![args[0].clone(), "mount".into()];
+    for arg in args.into_iter().skip(1) {
+        match arg.to_str() {
+            // mount(8)'s own flags: no mtab, sloppy, verbose; fake means do nothing.
+            Some("-n" | "-s" | "-v") if called_as_helper => {}
+            Some("-f") if called_as_helper => return None,
+            _ => rewritten.push(arg),
+        }
+    }
+    Some(rewritten)
+}
+
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let Some(args) = as_mount_helper(std::env::args_os().collect()) else {
+        return 0;
+    };
+    let args = ARGS.get_or_init(|| args).clone();
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(error) => {
             use clap::error::ErrorKind;

@@ -24,26 +24,92 @@ const DAEMON_CHILD_ENV: &str = "S3UPFS_DAEMON_CHILD";
 const FUSE_THREADS: usize = 8;
 const ATTR_TTL: Duration = Duration::from_secs(1);
 
+/// The SDK and HTTP stack stay at warn: their debug output is noise, and signing
+/// details have no place in a log.
+const QUIET_MODULES: &[&str] = &[
+    "aws_config",
+    "aws_sdk_s3",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_http_client",
+    "aws_runtime",
+    "aws_sigv4",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "rustls",
+    "s3s",
+    "s3s_fs",
+];
+
+/// The level a record of `target` is logged at, at most.
+fn level_for(target: &str, level: log::LevelFilter) -> log::LevelFilter {
+    let module = target.split("::").next().unwrap_or(target);
+    if QUIET_MODULES.contains(&module) {
+        level.min(log::LevelFilter::Warn)
+    } else if target.starts_with("fuser::session") {
+        // fuser warns "Failed to umount filesystem: Invalid argument" at every clean
+        // exit (the kernel unmounted already); its real failures are errors.
+        level.min(log::LevelFilter::Error)
+    } else if module == "fuser" {
+        level.min(log::LevelFilter::Info)
+    } else {
+        level
+    }
+}
+
+/// Logs to syslog (journald reads it), for a daemon started by mount(8), fstab or
+/// systemd: it has no terminal, and its stderr goes nowhere once mount returns.
+struct SyslogLogger {
+    level: log::LevelFilter,
+    inner: syslog::BasicLogger,
+}
+
+impl log::Log for SyslogLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= level_for(metadata.target(), self.level)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            self.inner.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}
+
 fn init_logging(level: log::LevelFilter) {
-    // The SDK and HTTP stack stay at warn: their debug output is noise, and signing
-    // details have no place in a log.
-    let quiet = level.min(log::LevelFilter::Warn);
-    let _ = env_logger::Builder::new()
-        .filter_level(level)
-        .filter_module("aws_config", quiet)
-        .filter_module("aws_sdk_s3", quiet)
-        .filter_module("aws_smithy_runtime", quiet)
-        .filter_module("aws_smithy_runtime_api", quiet)
-        .filter_module("aws_smithy_http_client", quiet)
-        .filter_module("aws_runtime", quiet)
-        .filter_module("aws_sigv4", quiet)
-        .filter_module("hyper", quiet)
-        .filter_module("hyper_util", quiet)
-        .filter_module("h2", quiet)
-        .filter_module("rustls", quiet)
-        .filter_module("s3s", quiet)
-        .filter_module("s3s_fs", quiet)
-        .filter_module("fuser", level.min(log::LevelFilter::Info))
+    // SAFETY: isatty only inspects the descriptor.
+    let terminal = unsafe { libc::isatty(2) } == 1;
+    if std::env::var_os(DAEMON_CHILD_ENV).is_some() && !terminal {
+        let formatter = syslog::Formatter3164 {
+            facility: syslog::Facility::LOG_DAEMON,
+            hostname: None,
+            process: "s3upfs".into(),
+            pid: std::process::id(),
+        };
+        if let Ok(logger) = syslog::unix(formatter) {
+            let logger = SyslogLogger {
+                level,
+                inner: syslog::BasicLogger::new(logger),
+            };
+            if log::set_boxed_logger(Box::new(logger)).is_ok() {
+                log::set_max_level(level);
+                return;
+            }
+        }
+    }
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    for module in QUIET_MODULES {
+        builder.filter_module(module, level_for(module, level));
+    }
+    let _ = builder
+        .filter_module("fuser", level_for("fuser", level))
+        .filter_module("fuser::session", level_for("fuser::session", level))
         .format_timestamp_millis()
         .try_init();
 }
@@ -121,7 +187,8 @@ fn detach(path: &Path) -> std::io::Result<()> {
 /// mount ready (exit 0) or failed (its one-line reason, exit 1).
 fn detach_and_wait() -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let mut args: Vec<std::ffi::OsString> =
+        crate::cli::effective_args().into_iter().skip(1).collect();
     args.push("--foreground".into());
     let mut command = Command::new(exe);
     command

@@ -485,26 +485,6 @@ fn lifecycle_refuses_when_it_cannot_read_the_existing_rules() {
     assert_eq!(ids, vec![Some("expire-logs")], "their rule is kept");
 }
 
-/// Unmounts (lazily if it must) on drop, so a failed assertion leaves no mount behind.
-struct Unmount(std::path::PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        if common::is_fuse_mounted(&self.0) {
-            let _ = std::process::Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.0)
-                .status();
-        }
-        if common::is_fuse_mounted(&self.0) {
-            let _ = std::process::Command::new("fusermount3")
-                .arg("-uz")
-                .arg(&self.0)
-                .status();
-        }
-    }
-}
-
 /// M10: `--local` refuses a data directory another user owns or others may write, and
 /// never writes its credentials through a symlink planted in it.
 #[test]
@@ -528,7 +508,7 @@ fn local_refuses_a_shared_data_directory_and_never_writes_through_a_symlink() {
     std::fs::create_dir(&open).expect("mkdir");
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let (status, _, stderr) = mount(&open);
-    let _guard = Unmount(mountpoint.clone());
+    let _guard = common::Unmount(mountpoint.clone());
     assert!(
         !status.success(),
         "a world-writable data directory is refused"

@@ -194,9 +194,21 @@ fn bad_input_fails_at_once_with_one_line_and_mounts_nothing() {
 #[test]
 fn sigterm_unmounts_cleanly() {
     let server = S3Server::garage();
-    let mount = Mount::new(&server, &[]);
+    let mut mount = Mount::new(&server, &[]);
     std::fs::write(mount.join("before-term"), b"x").expect("write");
     mount.kill(libc::SIGTERM);
+    assert!(
+        mount
+            .wait_for_exit(std::time::Duration::from_secs(30))
+            .is_some(),
+        "the daemon exits on SIGTERM"
+    );
+    let log = mount.log();
+    assert!(log.contains("exited"), "the whole log was read:\n{log}");
+    assert!(
+        !log.contains("WARN") && !log.contains("ERROR"),
+        "a clean exit logs nothing alarming:\n{log}"
+    );
     let status = mount.unmount();
     assert!(
         status.success(),

@@ -1936,3 +1936,23 @@ fn send_signal(pid: u32, sig: libc::c_int) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Unmounts (lazily if it must) on drop, so a failed assertion leaves no mount behind.
+pub struct Unmount(pub std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if is_fuse_mounted(&self.0) {
+            let _ = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.0)
+                .status();
+        }
+        if is_fuse_mounted(&self.0) {
+            let _ = std::process::Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
