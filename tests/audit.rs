@@ -294,7 +294,7 @@ fn a_hung_server_fails_close_within_the_request_timeout_and_retry_budget() {
     std::io::Write::write_all(&mut file, b"hello").expect("write");
     server.freeze();
     let started = Instant::now();
-    let closed = close(file);
+    let closed = common::close_checked(file);
     let stat = std::fs::metadata(mount.join("never-seen"));
     let elapsed = started.elapsed();
     server.thaw();
@@ -349,18 +349,6 @@ fn dd_with_seek_into_a_new_file_writes_a_sparse_object() {
         server.client().head("n").map(|h| h.size),
         Some(3 * MIB as u64)
     );
-}
-
-/// close(2) with its result (std's File drop ignores it).
-fn close(file: std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::IntoRawFd;
-    let fd = file.into_raw_fd();
-    // SAFETY: fd is owned and closed exactly once.
-    if unsafe { libc::close(fd) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// H5: a file re-opened with O_TRUNC and renamed before anything was uploaded: the old
@@ -574,7 +562,7 @@ fn opening_a_file_whose_upload_is_completing_answers_at_once() {
     let mut file = std::fs::File::create(&path).expect("create");
     file.write_all(&vec![7u8; 20 * MIB]).expect("write");
     server.freeze();
-    let closing = std::thread::spawn(move || close(file));
+    let closing = std::thread::spawn(move || common::close_checked(file));
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
     let opened = std::fs::File::open(&path);
@@ -666,7 +654,7 @@ fn renaming_a_file_whose_upload_has_started_is_ebusy_and_publishes_nothing_parti
     );
     file.write_all(&data[20 * MIB..])
         .expect("the writer goes on");
-    close(file).expect("close completes the whole file");
+    common::close_checked(file).expect("close completes the whole file");
     assert_eq!(server.client().get("growing").as_deref(), Some(&data[..]));
     std::fs::rename(mount.join("growing"), mount.join("renamed")).expect("rename after close");
 }

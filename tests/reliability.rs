@@ -21,7 +21,9 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::fault_proxy::{Fault, FaultProxy, Op, Record, Refusal, Rule, When};
-use common::{Mount, RandomReader, S3Server, make_temp_dir, random_bytes, write_random_file};
+use common::{
+    Mount, RandomReader, S3Server, close_checked, make_temp_dir, random_bytes, write_random_file,
+};
 use tempfile::TempDir;
 
 const MIB: usize = 1 << 20;
@@ -63,18 +65,6 @@ fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
             "timed out after {timeout:?}: {what}"
         );
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// close(2) with its result (std's File drop ignores it).
-fn close_checked(file: fs::File) -> std::io::Result<()> {
-    use std::os::fd::IntoRawFd;
-    let fd = file.into_raw_fd();
-    // SAFETY: fd is owned and closed exactly once.
-    if unsafe { libc::close(fd) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
 

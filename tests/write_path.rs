@@ -212,7 +212,7 @@ fn an_unreachable_server_fails_close_and_leaves_no_object_or_upload() {
     }
     server.stop();
     let more = file.write_all(&data);
-    let closed = unsafe_close(file);
+    let closed = common::close_checked(file);
     assert!(
         more.is_err() || closed.is_err(),
         "writing to a stopped server must fail at the latest on close"
@@ -233,18 +233,6 @@ fn an_unreachable_server_fails_close_and_leaves_no_object_or_upload() {
     assert!(mount.log().contains("doomed"), "the log must name the file");
 }
 
-/// close(2) with its result (std's File drop ignores it).
-fn unsafe_close(file: std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::IntoRawFd;
-    let fd = file.into_raw_fd();
-    // SAFETY: fd is owned and closed exactly once.
-    if unsafe { libc::close(fd) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 #[test]
 fn unlink_while_writing_leaves_no_object_and_no_upload() {
     let server = S3Server::garage();
@@ -256,7 +244,7 @@ fn unlink_while_writing_leaves_no_object_and_no_upload() {
     std::fs::remove_file(&path).expect("unlink while open");
     file.write_all(&data[..MIB])
         .expect("writes after unlink are accepted");
-    unsafe_close(file).expect("close after unlink succeeds");
+    common::close_checked(file).expect("close after unlink succeeds");
     let client = server.client();
     assert!(client.get("gone").is_none());
     assert!(client.list_multipart_uploads().is_empty());
@@ -274,7 +262,7 @@ fn a_header_patched_after_writing_lands_in_the_object_but_uploaded_parts_refuse_
     file.seek(SeekFrom::Start(0)).expect("seek");
     file.write_all(&header).expect("patch the header");
     data[..4096].copy_from_slice(&header);
-    unsafe_close(file).expect("close");
+    common::close_checked(file).expect("close");
     assert!(server.client().get("muxed").as_deref() == Some(&data[..]));
 
     let mut file = std::fs::File::create(mount.join("middle")).expect("create");
@@ -301,7 +289,7 @@ fn thirty_two_writers_finish_within_a_32_mib_budget() {
                 for chunk in data.chunks(MIB) {
                     file.write_all(chunk).expect("write");
                 }
-                unsafe_close(file).expect("close");
+                common::close_checked(file).expect("close");
                 data
             })
         })

@@ -1956,3 +1956,15 @@ impl Drop for Unmount {
         }
     }
 }
+
+/// close(2) with its result (std's File drop ignores it).
+pub fn close_checked(file: fs::File) -> io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let fd = file.into_raw_fd();
+    // SAFETY: fd is owned and closed exactly once.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
