@@ -93,22 +93,24 @@ impl DeferredDeletes {
             .collect()
     }
 
-    /// Makes sure no delete of `key` is pending before something new lands under it: a
-    /// delete still queued is dropped (what lands replaces the old object anyway, and
-    /// the caller does not wait behind the whole queue); one being sent is waited for
+    /// Makes sure no delete of `key` is pending before something new lands under it.
+    /// A delete still queued is taken out of the queue and handed back: true means the
+    /// caller must send it itself, now (so it does not wait behind the whole queue, and
+    /// the old object is gone even if nothing new lands). One being sent is waited for
     /// (bounded by its retry budget and request timeout).
-    pub fn wait_for(&self, key: &str) {
+    #[must_use]
+    pub fn take_or_wait(&self, key: &str) -> bool {
         let mut state = self.lock();
         if let Some(index) = state.queue.iter().position(|queued| queued == key) {
             state.queue.remove(index);
             state.outstanding.remove(key);
-            debug!("delete of {key:?} dropped: a new object takes the key");
             self.changed.notify_all();
-            return;
+            return true;
         }
         while state.outstanding.contains(key) {
             state = self.wait(state);
         }
+        false
     }
 
     /// Waits until no key below `prefix` is waiting to be deleted; false if some still

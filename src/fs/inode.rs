@@ -189,7 +189,13 @@ impl InodeTable {
             return;
         };
         inode.lookups = inode.lookups.saturating_sub(count);
-        if inode.lookups > 0 || inode.exists_only_locally() || self.has_children(ino, 1) {
+        // A fresh inode may have just been handed to the kernel, its count not taken
+        // yet (lookup answers, then counts): the sweep takes it once it expired.
+        if inode.lookups > 0
+            || inode.exists_only_locally()
+            || inode.valid_until > Instant::now()
+            || self.has_children(ino, 1)
+        {
             return;
         }
         let Some(inode) = self.inodes.remove(&ino) else {

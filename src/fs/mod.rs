@@ -450,7 +450,10 @@ impl Namespace {
                 return Err(libc::ENOENT);
             }
             return match self.fetch_remote(parent, &name, &path, known)? {
-                Some(inode) => {
+                Some(mut inode) => {
+                    // Fresh from now (the fetch may have been slow): the kernel's count
+                    // of it is taken after we answer, and forget spares fresh inodes.
+                    inode.valid_until = Instant::now() + self.config.attr_ttl;
                     let mut table = self.table();
                     let ino = table.upsert(inode);
                     let inode = table.get(ino).ok_or(libc::ENOENT)?;
@@ -655,7 +658,7 @@ impl Namespace {
         self.check_writable()?;
         let (name, path) = self.child_path(parent, name)?;
         // A file just renamed away from this name: its delete must not hit the new one.
-        self.deletes.wait_for(&self.object_key(&path));
+        self.delete_before_reuse(&self.object_key(&path))?;
         let (_, gid) = self.inherit_from(parent, gid);
         let metadata = PosixMetadata {
             mode: Some(S_IFREG | (mode & 0o7777)),
@@ -918,7 +921,8 @@ impl Namespace {
             return Ok(());
         };
         let tgid = thread_group_of(pid);
-        if killed && tgid == active.opener_tgid {
+        let opener = tgid == active.opener_tgid;
+        if killed && (opener || !self.held_elsewhere(*ino, opener)) {
             let mut writer = active.writer();
             if !writer.is_completed() && writer.failure().is_none() {
                 warn!(
@@ -932,7 +936,6 @@ impl Namespace {
         // The last close completes the upload and gets its result. The opener's close is
         // the last unless it handed the descriptor to a child that still holds it; a
         // close from another process is the last when nobody holds the file any more.
-        let opener = tgid == active.opener_tgid;
         let may_be_held = !opener || holders::has_children(tgid);
         if may_be_held && self.held_elsewhere(*ino, opener) {
             debug!(
@@ -1041,7 +1044,7 @@ impl Namespace {
             || changes.gid.is_some()
             || changes.mtime.is_some();
 
-        let writing = active.is_some();
+        let mut riding = false;
         if let Some(active) = active {
             if let Some(size) = changes.size {
                 self.truncate_writer(&active, &path, size)?;
@@ -1049,6 +1052,17 @@ impl Namespace {
             let mut writer = active.writer();
             let content_type = writer.headers().content_type.clone();
             writer.set_headers(Self::headers_for(&metadata, content_type.as_deref()));
+            // An empty completion (dd's first close) that nothing restarted is not
+            // uploaded again: put the empty object again with the change, now (holding
+            // it for the flusher could race with writes that restart the upload).
+            // (A failed writer takes nothing: the change is held for the old object.)
+            riding = writer.is_writing();
+            if metadata_changed && writer.is_empty_completion() {
+                let headers = writer.headers().clone();
+                drop(writer);
+                self.put_small(&self.object_key(&path), Bytes::new(), &headers)?;
+                riding = true;
+            }
         } else if kind != Kind::Directory {
             // (A directory's change is only held below: its marker PUT comes later.)
             if let Some(size) = changes.size {
@@ -1068,7 +1082,7 @@ impl Namespace {
         }
         let mut table = self.table();
         let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
-        if metadata_changed && !writing && ino != ROOT_INO {
+        if metadata_changed && !riding && ino != ROOT_INO {
             // Held briefly: rsync's chmod + utimes + rename then cost one copy, not three
             // (for a directory: one marker PUT).
             inode
@@ -1105,6 +1119,15 @@ impl Namespace {
                 }
             }
         }
+    }
+
+    /// Before something new lands under `key`: a delete of it still queued (a file
+    /// renamed away from this name) is sent now, one in progress waited for.
+    fn delete_before_reuse(&self, key: &str) -> FsResult<()> {
+        if self.deletes.take_or_wait(key) {
+            self.client.delete_object(key).map_err(|e| log_s3(&e))?;
+        }
+        Ok(())
     }
 
     fn flushing_keys(&self) -> MutexGuard<'_, HashSet<String>> {
@@ -1283,7 +1306,7 @@ impl Namespace {
         }
         let (name, path) = self.child_path(parent, name)?;
         let target = target.to_str().ok_or(libc::EINVAL)?;
-        self.deletes.wait_for(&self.object_key(&path));
+        self.delete_before_reuse(&self.object_key(&path))?;
         let metadata = PosixMetadata {
             mode: Some(S_IFLNK | 0o777),
             uid: Some(uid),
@@ -1384,7 +1407,7 @@ impl Namespace {
         let target_key = self.object_key(target_path);
         // An earlier rename away from the target name must not delete what lands there
         // (by the copy below, or by an unstarted upload that simply takes the new key).
-        self.deletes.wait_for(&target_key);
+        self.delete_before_reuse(&target_key)?;
         let (active, metadata, pending, mut size) = {
             let mut table = self.table();
             let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
@@ -1399,7 +1422,16 @@ impl Namespace {
         self.wait_for_flush_of(&source_key);
         if let Some(active) = active {
             let mut writer = active.writer();
-            if !writer.is_final() {
+            // Release may have detached it meanwhile (after an empty completion): then
+            // nobody would complete a revived upload, and the object is what the copy
+            // below moves. Checked under the writer's lock (writer, then table: the
+            // order every path keeps), so release either ran before or completes after.
+            let attached = self
+                .table()
+                .get(ino)
+                .and_then(|inode| inode.active_write.as_ref())
+                .is_some_and(|current| Arc::ptr_eq(current, &active));
+            if attached && !writer.is_final() {
                 if writer.set_key(target_key.clone()) {
                     // Nothing uploaded yet: the object is simply created under the new
                     // name. What the source key may hold (the object an O_TRUNC open

@@ -9,6 +9,10 @@
 /// Whether the thread `tid` has gone or has a signal pending that it neither blocks
 /// nor ignores.
 pub(crate) fn interrupted(tid: u32) -> bool {
+    // 0: a caller in a PID namespace we cannot see; the wait's own bound applies.
+    if tid == 0 {
+        return false;
+    }
     match std::fs::read_to_string(format!("/proc/{tid}/status")) {
         Ok(status) => deliverable_signal(&status),
         Err(_) => true,
@@ -50,8 +54,25 @@ fn deliverable_signal(status: &str) -> bool {
             .unwrap_or(0)
     };
     let pending = mask("SigPnd:") | mask("ShdPnd:");
-    let kill = 1u64 << (libc::SIGKILL - 1);
-    pending & kill != 0 || pending & !mask("SigBlk:") & !mask("SigIgn:") != 0
+    let bit = |signal: i32| 1u64 << (signal - 1);
+    // Signals whose default action is not to end the process: a write must not fail
+    // with EINTR because a child exited or the terminal was resized.
+    let harmless = [
+        libc::SIGCHLD,
+        libc::SIGCONT,
+        libc::SIGSTOP,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGURG,
+        libc::SIGWINCH,
+    ]
+    .into_iter()
+    .fold(0, |mask, signal| mask | bit(signal));
+    // A caught signal ends in a handler, not in death: FUSE cannot restart the write
+    // (SA_RESTART does not apply to an EINTR we answer), so it waits on.
+    let fatal = pending & !mask("SigBlk:") & !mask("SigIgn:") & !mask("SigCgt:") & !harmless;
+    pending & bit(libc::SIGKILL) != 0 || fatal != 0
 }
 
 #[cfg(test)]
@@ -76,6 +97,13 @@ mod tests {
         assert!(!deliverable_signal(&status(none, term, term, none)));
         assert!(!deliverable_signal(&status(none, term, none, term)));
         assert!(deliverable_signal(&status(none, kill, kill, kill)));
+        // SIGCHLD (17) is bit 16: a child's exit is no reason to fail a write.
+        assert!(!deliverable_signal(&status(
+            "0000000000010000",
+            none,
+            none,
+            none
+        )));
     }
 
     fn stat(flags: u64, exit_code: u64) -> String {

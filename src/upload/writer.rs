@@ -196,6 +196,16 @@ impl ObjectWriter {
             || matches!(self.state, State::Discarded)
     }
 
+    /// Completed as an empty object (dd's first close): later writes restart it.
+    pub fn is_empty_completion(&self) -> bool {
+        matches!(self.state, State::Completed { size: 0 })
+    }
+
+    /// Still taking bytes for an upload not yet completed.
+    pub fn is_writing(&self) -> bool {
+        matches!(self.state, State::Writing(_))
+    }
+
     /// Failed, or a part of its upload failed already (the close will report it).
     pub fn has_failed(&self) -> bool {
         match &self.state {
