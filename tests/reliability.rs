@@ -883,3 +883,36 @@ fn a_failed_directory_rename_leaves_no_partial_tree() {
         );
     }
 }
+
+/// A name whose delete is still queued (the file was renamed away a moment ago) is
+/// taken by a rename that then fails (EBUSY: the source's upload has started): the old
+/// object must not come back. The queued delete is sent by the rename itself, not
+/// dropped.
+#[test]
+fn a_queued_delete_taken_over_by_a_failed_rename_is_still_sent() {
+    let server = S3Server::garage();
+    let proxy = FaultProxy::start(&server.endpoint());
+    let (through, _env) = via_proxy(&server, &proxy);
+    let mount = Mount::new(&through, &[]);
+    fs::write(mount.join("first"), "first").expect("write");
+    fs::write(mount.join("b"), "old b").expect("write");
+    std::thread::sleep(Duration::from_secs(2));
+    // The delete worker is busy with `first` for 3 s: `b`'s delete waits in the queue.
+    proxy.set_fault(
+        Op::DeleteObject,
+        When::Always,
+        Fault::Delay(Duration::from_secs(3)),
+    );
+    fs::rename(mount.join("first"), mount.join("first-moved")).expect("mv first");
+    fs::rename(mount.join("b"), mount.join("c")).expect("mv b c");
+    let mut file = fs::File::create(mount.join("x")).expect("create");
+    file.write_all(&random_bytes(3 * PART, 5)).expect("write");
+    let error = fs::rename(mount.join("x"), mount.join("b")).expect_err("x is being uploaded");
+    assert_eq!(error.raw_os_error(), Some(libc::EBUSY));
+    close_checked(file).expect("close");
+    proxy.clear();
+    std::thread::sleep(Duration::from_secs(5));
+    let client = server.client();
+    assert_eq!(client.get("b"), None, "the old b came back");
+    assert_eq!(client.get("c").as_deref(), Some(&b"old b"[..]));
+}
