@@ -658,3 +658,32 @@ fn renaming_a_file_whose_upload_has_started_is_ebusy_and_publishes_nothing_parti
     assert_eq!(server.client().get("growing").as_deref(), Some(&data[..]));
     std::fs::rename(mount.join("growing"), mount.join("renamed")).expect("rename after close");
 }
+
+/// A chmod between dd's first (duplicate) close, which put an empty object, and its
+/// last close, with nothing written: the mode reaches the object.
+#[test]
+fn a_chmod_after_an_empty_first_close_reaches_the_object() {
+    let server = S3Server::garage();
+    let mount = Mount::new(&server, &[]);
+    let out = python(
+        &mount,
+        r#"
+import os
+m = os.environ['MNT']
+fd = os.open(f'{m}/e', os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.close(os.dup(fd))
+os.fchmod(fd, 0o600)
+os.close(fd)
+"#,
+    );
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    let head = server.client().head("e").expect("object e");
+    assert_eq!(head.size, 0);
+    assert_eq!(
+        head.metadata.get("mode").map(String::as_str),
+        Some(&*format!("{}", libc::S_IFREG | 0o600)),
+        "{:?}",
+        head.metadata
+    );
+}
