@@ -14,6 +14,8 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::wait_while_until;
+
 use log::{debug, warn};
 
 use crate::s3::{S3Client, retry_within};
@@ -116,49 +118,29 @@ impl DeferredDeletes {
     /// Waits until no key below `prefix` is waiting to be deleted; false if some still
     /// are at `deadline`.
     pub fn wait_below(&self, prefix: &str, deadline: Instant) -> bool {
-        let mut state = self.lock();
-        while state.outstanding.iter().any(|key| key.starts_with(prefix)) {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            state = self
-                .changed
-                .wait_timeout(state, deadline - now)
-                .map(|(guard, _)| guard)
-                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
-        }
-        true
+        let (guard, done) = wait_while_until(&self.changed, self.lock(), deadline, |state| {
+            state.outstanding.iter().any(|key| key.starts_with(prefix))
+        });
+        drop(guard);
+        done
     }
 
     /// Returns once every queued delete has been sent (or given up), or at `deadline`.
-    pub fn wait_for_all(&self, deadline: Option<Instant>) {
-        let mut state = self.lock();
-        while !state.outstanding.is_empty() {
-            match deadline {
-                None => state = self.wait(state),
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        warn!(
-                            "{} renamed-away keys not deleted yet; they stay under their old names",
-                            state.outstanding.len()
-                        );
-                        return;
-                    }
-                    state = self
-                        .changed
-                        .wait_timeout(state, deadline - now)
-                        .map(|(guard, _)| guard)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner().0);
-                }
-            }
+    pub fn wait_for_all(&self, deadline: Instant) {
+        let (state, done) = wait_while_until(&self.changed, self.lock(), deadline, |state| {
+            !state.outstanding.is_empty()
+        });
+        if !done {
+            warn!(
+                "{} renamed-away keys not deleted yet; they stay under their old names",
+                state.outstanding.len()
+            );
         }
     }
 
     /// Sends what is queued, then ends the worker.
     pub fn stop(&self, deadline: Instant) {
-        self.wait_for_all(Some(deadline));
+        self.wait_for_all(deadline);
         self.lock().stopping = true;
         self.changed.notify_all();
     }

@@ -924,12 +924,11 @@ impl Namespace {
         let opener = tgid == active.opener_tgid;
         if killed && (opener || !self.held_elsewhere(*ino, opener)) {
             let mut writer = active.writer();
-            if !writer.is_completed() && writer.failure().is_none() {
+            if writer.abort_unfinished("the writing process was killed") {
                 warn!(
                     "{:?}: its writer was killed by a signal before closing it: upload aborted, nothing published",
                     writer.key()
                 );
-                writer.abort("the writing process was killed");
             }
             return Ok(());
         }
@@ -1140,18 +1139,13 @@ impl Namespace {
     /// Call after taking the inode's held change away under the table lock.
     fn wait_for_flush_of(&self, key: &str) {
         let deadline = Instant::now() + self.uploads.stall_bound();
-        let mut flushing = self.flushing_keys();
-        while flushing.contains(key) {
-            let now = Instant::now();
-            if now >= deadline {
-                warn!("{key:?}: its attribute change is still being applied; going ahead");
-                return;
-            }
-            flushing = self
-                .flushed
-                .wait_timeout(flushing, deadline - now)
-                .map(|(guard, _)| guard)
-                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+        let (guard, done) =
+            wait_while_until(&self.flushed, self.flushing_keys(), deadline, |keys| {
+                keys.contains(key)
+            });
+        drop(guard);
+        if !done {
+            warn!("{key:?}: its attribute change is still being applied; going ahead");
         }
     }
 
@@ -1753,7 +1747,7 @@ impl Namespace {
     pub fn sync_namespace_changes(&self) {
         self.apply_pending_metadata(Duration::ZERO);
         self.deletes
-            .wait_for_all(Some(Instant::now() + self.uploads.retry_budget));
+            .wait_for_all(Instant::now() + self.uploads.retry_budget);
     }
 
     /// Aborts every upload still open (unmount, SIGTERM): nothing half-written appears,
@@ -1780,12 +1774,11 @@ impl Namespace {
         }
         for write in active {
             let mut writer = write.writer();
-            if !writer.is_completed() && writer.failure().is_none() {
+            if writer.abort_unfinished("unmounted before the file was closed") {
                 warn!(
                     "unmounting with {:?} still open for writing: aborting its upload",
                     writer.key()
                 );
-                writer.abort("unmounted before the file was closed");
             }
         }
         self.apply_pending_metadata(Duration::ZERO);
@@ -1812,6 +1805,27 @@ impl Namespace {
     pub fn memory_high_water(&self) -> u64 {
         self.uploads.budget.high_water()
     }
+}
+
+/// Waits on `changed` while `busy` holds, at most until `deadline`; true when it ended
+/// because `busy` stopped holding. Every wait of the namespace has such a bound.
+fn wait_while_until<'a, T>(
+    changed: &std::sync::Condvar,
+    mut guard: MutexGuard<'a, T>,
+    deadline: Instant,
+    mut busy: impl FnMut(&T) -> bool,
+) -> (MutexGuard<'a, T>, bool) {
+    while busy(&guard) {
+        let now = Instant::now();
+        if now >= deadline {
+            return (guard, false);
+        }
+        guard = changed
+            .wait_timeout(guard, deadline - now)
+            .map(|(guard, _)| guard)
+            .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+    }
+    (guard, true)
 }
 
 fn join(parent: &str, name: &str) -> String {

@@ -649,10 +649,15 @@ impl ObjectWriter {
         self.stop(why, State::Discarded);
     }
 
-    /// Aborts the upload because the mount is going away: later writes and the close
-    /// fail with EIO, so the writer learns that its file did not make it.
-    pub fn abort(&mut self, why: &str) {
+    /// Aborts the upload (the mount is going away, the writer was killed) unless it is
+    /// completed or failed already; true if it did. Later writes and the close fail
+    /// with EIO, so a writer still there learns that its file did not make it.
+    pub fn abort_unfinished(&mut self, why: &str) -> bool {
+        if self.is_completed() || self.failure().is_some() {
+            return false;
+        }
         self.stop(why, State::Failed(format!("upload aborted: {why}")));
+        true
     }
 
     fn stop(&mut self, why: &str, next: State) {
