@@ -4,18 +4,18 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::s3::{PendingUpload, S3Client};
+use crate::s3::{ObjectStore, PendingUpload};
 
 /// Aborts (or with `dry_run` only lists) the multipart uploads under `prefix` started
 /// more than `older_than` ago. Uploads without a start time are left alone.
 pub fn abort_orphans(
-    client: &S3Client,
+    store: &dyn ObjectStore,
     prefix: &str,
     older_than: Duration,
     dry_run: bool,
 ) -> Result<Vec<PendingUpload>, String> {
     let now = SystemTime::now();
-    let uploads = client
+    let uploads = store
         .list_multipart_uploads(prefix)
         .map_err(|e| e.to_string())?;
     let mut chosen = Vec::new();
@@ -28,7 +28,7 @@ pub fn abort_orphans(
             continue;
         }
         if !dry_run {
-            client
+            store
                 .abort_multipart_upload(&upload.key, &upload.upload_id)
                 .map_err(|e| e.to_string())?;
             log::info!("aborted orphaned multipart upload of {:?}", upload.key);

@@ -62,6 +62,11 @@ struct ConnectionArgs {
     /// counts as failed (and is retried within the retry budget). Default 30s.
     #[arg(long, value_name = "DURATION")]
     request_timeout: Option<String>,
+    /// Largest object copied with one CopyObject (default S3's 5 GiB); larger ones are
+    /// copied in parallel UploadPartCopy ranges. For tests and S3-compatible servers
+    /// with a lower limit.
+    #[arg(long, value_name = "SIZE", hide = true)]
+    copy_object_limit: Option<String>,
 }
 
 impl ConnectionArgs {
@@ -72,6 +77,13 @@ impl ConnectionArgs {
             }
             None => crate::s3::DEFAULT_REQUEST_TIMEOUT,
         };
+        let copy_object_limit = match self.copy_object_limit.as_deref() {
+            Some(text) => crate::size::parse_size(text)
+                .ok()
+                .filter(|limit| *limit > 0)
+                .ok_or_else(|| format!("--copy-object-limit: '{text}' is not a positive size"))?,
+            None => crate::s3::COPY_OBJECT_LIMIT,
+        };
         Ok(crate::s3::Connection {
             bucket: bucket.to_owned(),
             endpoint: self.endpoint_url.clone(),
@@ -80,6 +92,7 @@ impl ConnectionArgs {
             path_style: self.force_path_style,
             credentials: None,
             request_timeout,
+            copy_object_limit,
         })
     }
 }
@@ -193,6 +206,8 @@ pub struct MountConfig {
     pub retry_budget: std::time::Duration,
     /// How long one S3 request may go unanswered (plus 1 s per MiB it carries).
     pub request_timeout: std::time::Duration,
+    /// Largest object copied with one CopyObject (`--copy-object-limit`).
+    pub copy_object_limit: u64,
 }
 
 impl MountConfig {
@@ -375,11 +390,14 @@ fn resolve(mut args: MountArgs) -> Result<MountConfig, String> {
         }
         None => DEFAULT_RETRY_BUDGET,
     };
-    let request_timeout = args.connection.connection("")?.request_timeout;
+    let connection = args.connection.connection("")?;
+    let (request_timeout, copy_object_limit) =
+        (connection.request_timeout, connection.copy_object_limit);
     // SAFETY: getuid/getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     Ok(MountConfig {
         request_timeout,
+        copy_object_limit,
         source,
         mountpoint: PathBuf::from(mountpoint),
         endpoint_url: args.connection.endpoint_url,
@@ -505,7 +523,7 @@ fn admin_client(
 ) -> Result<
     (
         tokio::runtime::Runtime,
-        std::sync::Arc<crate::s3::S3Client>,
+        std::sync::Arc<crate::s3::SdkStore>,
         String,
     ),
     String,
@@ -527,7 +545,7 @@ fn run_cleanup(args: &CleanupArgs) -> Result<(), String> {
     let older_than =
         crate::size::parse_duration(&args.older_than).map_err(|e| format!("--older-than: {e}"))?;
     let (_runtime, client, prefix) = admin_client(&args.source, &args.connection)?;
-    let found = crate::admin::abort_orphans(&client, &prefix, older_than, args.dry_run)
+    let found = crate::admin::abort_orphans(client.as_ref(), &prefix, older_than, args.dry_run)
         .map_err(|e| format!("cleanup failed: {e}"))?;
     for upload in &found {
         println!("{}", crate::admin::describe(upload));

@@ -13,10 +13,10 @@ use aws_sdk_s3::config::Credentials;
 use log::{info, warn};
 
 use crate::cli::{MountConfig, Source};
-use crate::fs::{Namespace, NamespaceConfig};
 use crate::fuse::FuseAdapter;
 use crate::local_server::LocalServer;
-use crate::s3::{Connection, S3Client, connect};
+use crate::namespace::{Namespace, NamespaceConfig};
+use crate::s3::{Connection, ObjectStore, SdkStore, connect};
 use crate::upload::UploadContext;
 
 /// Set in the environment of the detached child: it reports readiness on stdout.
@@ -438,6 +438,7 @@ fn prepare(config: &MountConfig) -> Result<Prepared, String> {
             profile: config.profile.clone(),
             path_style,
             request_timeout: config.request_timeout,
+            copy_object_limit: config.copy_object_limit,
             credentials,
         },
     )?;
@@ -448,7 +449,7 @@ fn prepare(config: &MountConfig) -> Result<Prepared, String> {
     }
 
     let uploads = UploadContext::new(
-        Arc::clone(&client),
+        Arc::clone(&client) as Arc<dyn ObjectStore>,
         config.schedule,
         config.max_memory,
         config.max_concurrency,
@@ -479,7 +480,7 @@ fn prepare(config: &MountConfig) -> Result<Prepared, String> {
 
 /// Aborts multipart uploads under the prefix older than `age`: what an earlier daemon
 /// left when it was killed. Only old ones: a younger upload may belong to a live writer.
-fn sweep_orphans(client: &S3Client, prefix: &str, age: Option<Duration>) {
+fn sweep_orphans(client: &SdkStore, prefix: &str, age: Option<Duration>) {
     let Some(age) = age else {
         return;
     };

@@ -7,20 +7,25 @@
 //!   fs     namespace: inodes, lookup/readdir, attributes, open handles, POSIX metadata
 //!     upload   write pipeline: part schedule, memory budget, multipart writer, upload pool
 //!     read     ranged reads with readahead
-//!       s3     S3 client: blocking facade over aws-sdk-s3 on a shared tokio runtime
+//!       s3     storage seam: the ObjectStore trait, aws-sdk-s3 behind it (and an in-memory store for tests)
 //! ```
 //!
 //! `cli` and `daemon` sit beside the stack: they parse the command line, prove the
 //! bucket usable and run the mount; `admin` holds the bucket housekeeping commands
 //! (cleanup, lifecycle); `local_server` is the embedded S3 server behind `--local`.
+//!
+//! Everything is private to the crate (only `cli::main` is exported, for main.rs), so
+//! the compiler reports code nothing uses.
 
-pub mod admin;
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod admin;
 pub mod cli;
-pub mod daemon;
-pub mod fs;
-pub mod fuse;
-pub mod local_server;
-pub mod read;
-pub mod s3;
-pub mod size;
-pub mod upload;
+mod daemon;
+mod fuse;
+mod local_server;
+mod namespace;
+mod read;
+mod s3;
+mod size;
+mod upload;

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::s3::{S3Client, S3Error};
+use crate::s3::{ObjectStore, S3Error};
 
 const INITIAL_WINDOW: u64 = 1 << 20;
 /// Memory one open file may hold for readahead.
 pub const MAX_WINDOW: u64 = 32 << 20;
 
 pub struct ObjectReader {
-    client: Arc<S3Client>,
+    store: Arc<dyn ObjectStore>,
     key: String,
     size: u64,
     /// Bytes older than this are fetched again: another client may have changed or
@@ -28,9 +28,9 @@ pub struct ObjectReader {
 }
 
 impl ObjectReader {
-    pub fn new(client: Arc<S3Client>, key: String, size: u64, ttl: Duration) -> Self {
+    pub fn new(store: Arc<dyn ObjectStore>, key: String, size: u64, ttl: Duration) -> Self {
         Self {
-            client,
+            store,
             key,
             size,
             ttl,
@@ -71,7 +71,9 @@ impl ObjectReader {
         let fetch = self.window.max(length).min(self.size - offset);
         // Drop the old window before fetching the next, so at most one is held.
         self.buffered = Bytes::new();
-        let fetched = self.client.get_range(&self.key, offset, fetch)?;
+        let fetched = self
+            .store
+            .get_object(&self.key, Some(offset..offset + fetch))?;
         if (fetched.len() as u64) < length {
             return Err(S3Error::protocol(
                 "GetObject",

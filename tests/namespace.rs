@@ -578,12 +578,7 @@ fn a_file_written_by_another_client_is_read_with_readahead_and_random_access() {
 fn renaming_an_object_over_the_copy_limit_copies_it_in_parallel_parts() {
     let server = S3Server::garage();
     // The 5 GiB CopyObject limit, lowered so a small object takes the UploadPartCopy path.
-    let mount = Mount::with_env(
-        &server,
-        "",
-        &[],
-        &[("S3UPFS_COPY_OBJECT_LIMIT", "16777216")],
-    );
+    let mount = Mount::new(&server, &["--copy-object-limit", "16MiB"]);
     let data = random_bytes(40 << 20, 21);
     std::fs::write(mount.join("large"), &data).expect("write");
     let chmod = sh(&format!("chmod 0600 {}", mount.join("large").display()));

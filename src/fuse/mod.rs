@@ -24,7 +24,7 @@ use log::{debug, warn};
 mod caller;
 mod responders;
 
-use crate::fs::{AttributeChanges, Attributes, DirEntry, Kind, Namespace};
+use crate::namespace::{AttributeChanges, Attributes, DirEntry, Kind, Namespace};
 use crate::upload::writer::WriteProgress;
 use responders::Responders;
 

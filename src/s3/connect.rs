@@ -10,31 +10,34 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation};
 use tokio::runtime::Handle;
 
-use super::{S3Client, S3ErrorKind};
+use super::{S3ErrorKind, SdkStore};
 
 /// Attempts per S3 request inside the SDK, the first included; backoff doubles from
 /// 200 ms with full jitter, so these attempts may all fall within a second. Uploads add
 /// their own retry budget on top (`retry_within`, `--retry-budget`).
-pub const MAX_ATTEMPTS: u32 = 6;
+pub(crate) const MAX_ATTEMPTS: u32 = 6;
 
 /// Where and as whom to talk to S3.
 #[derive(Clone, Debug)]
-pub struct Connection {
-    pub bucket: String,
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    pub profile: Option<String>,
-    pub path_style: bool,
+pub(crate) struct Connection {
+    pub(crate) bucket: String,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) profile: Option<String>,
+    pub(crate) path_style: bool,
     /// Fixed credentials (the `--local` server's); otherwise the standard chain.
-    pub credentials: Option<Credentials>,
+    pub(crate) credentials: Option<Credentials>,
     /// How long one request may go unanswered, plus 1 s per MiB it carries.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    /// Largest object copied with one CopyObject; larger ones go as UploadPartCopy
+    /// ranges. S3's limit, lowered by tests to reach the ranged path with small files.
+    pub(crate) copy_object_limit: u64,
 }
 
 /// The default of `--request-timeout`.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn connect(runtime: &Handle, connection: &Connection) -> Result<Arc<S3Client>, String> {
+pub(crate) fn connect(runtime: &Handle, connection: &Connection) -> Result<Arc<SdkStore>, String> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(region) = &connection.region {
         loader = loader.region(Region::new(region.clone()));
@@ -71,18 +74,19 @@ pub fn connect(runtime: &Handle, connection: &Connection) -> Result<Arc<S3Client
             return Err("no AWS region configured: pass --region (or set AWS_REGION)".to_owned());
         }
     }
-    Ok(Arc::new(S3Client::new(
+    Ok(Arc::new(SdkStore::new(
         aws_sdk_s3::Client::from_conf(builder.build()),
         runtime.clone(),
         connection.bucket.clone(),
         connection.endpoint.clone(),
         connection.request_timeout,
+        connection.copy_object_limit,
     )))
 }
 
-impl S3Client {
+impl SdkStore {
     /// Proves the bucket reachable and readable; the error is one line naming the cause.
-    pub fn check_bucket(&self, prefix: &str) -> Result<(), String> {
+    pub(crate) fn check_bucket(&self, prefix: &str) -> Result<(), String> {
         let bucket = self.bucket();
         let at = self
             .endpoint()

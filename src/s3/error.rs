@@ -6,7 +6,7 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum S3ErrorKind {
+pub(crate) enum S3ErrorKind {
     /// The key or upload does not exist (404, NoSuchKey, NoSuchUpload).
     NotFound,
     NoSuchBucket,
@@ -24,16 +24,20 @@ pub enum S3ErrorKind {
 }
 
 #[derive(Clone, Debug)]
-pub struct S3Error {
-    pub kind: S3ErrorKind,
-    pub operation: &'static str,
-    pub key: String,
+pub(crate) struct S3Error {
+    pub(crate) kind: S3ErrorKind,
+    pub(crate) operation: &'static str,
+    pub(crate) key: String,
     /// S3 error code and message, or the transport's reason. Never holds credentials.
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 impl S3Error {
-    pub fn from_sdk<E>(operation: &'static str, key: &str, error: SdkError<E, HttpResponse>) -> Self
+    pub(crate) fn from_sdk<E>(
+        operation: &'static str,
+        key: &str,
+        error: SdkError<E, HttpResponse>,
+    ) -> Self
     where
         E: ProvideErrorMetadata + fmt::Debug,
     {
@@ -88,7 +92,25 @@ impl S3Error {
         }
     }
 
-    pub fn protocol(operation: &'static str, key: &str, detail: &str) -> Self {
+    /// An error the server answered with `code` and HTTP `status`, as the SDK path
+    /// would classify it (the in-memory store and its fault hooks build these).
+    #[cfg(test)]
+    pub(crate) fn service(
+        operation: &'static str,
+        key: &str,
+        status: u16,
+        code: &str,
+        message: &str,
+    ) -> Self {
+        Self {
+            kind: kind_of(code, status),
+            operation,
+            key: key.to_owned(),
+            detail: format!("{code}: {message}"),
+        }
+    }
+
+    pub(crate) fn protocol(operation: &'static str, key: &str, detail: &str) -> Self {
         Self {
             kind: S3ErrorKind::Protocol,
             operation,
@@ -97,7 +119,7 @@ impl S3Error {
         }
     }
 
-    pub fn transfer(operation: &'static str, key: &str, detail: String) -> Self {
+    pub(crate) fn transfer(operation: &'static str, key: &str, detail: String) -> Self {
         Self {
             kind: S3ErrorKind::Unreachable,
             operation,
@@ -106,13 +128,13 @@ impl S3Error {
         }
     }
 
-    pub fn unreachable(operation: &'static str, key: &str, detail: String) -> Self {
+    pub(crate) fn unreachable(operation: &'static str, key: &str, detail: String) -> Self {
         Self::transfer(operation, key, detail)
     }
 
     /// Whether trying again can help: not for missing buckets, keys or uploads, nor
     /// for refused credentials.
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         !matches!(
             self.kind,
             S3ErrorKind::NotFound
@@ -123,7 +145,7 @@ impl S3Error {
     }
 
     /// The errno a file operation that failed on this returns.
-    pub fn errno(&self) -> i32 {
+    pub(crate) fn errno(&self) -> i32 {
         match self.kind {
             S3ErrorKind::NotFound => libc::ENOENT,
             S3ErrorKind::AccessDenied => libc::EACCES,

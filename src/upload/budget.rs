@@ -145,7 +145,8 @@ impl MemoryBudget {
         })
     }
 
-    pub fn reserved(&self) -> u64 {
+    #[cfg(test)]
+    fn reserved(&self) -> u64 {
         self.usage().reserved
     }
 

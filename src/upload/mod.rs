@@ -10,14 +10,14 @@ pub mod writer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::s3::S3Client;
+use crate::s3::ObjectStore;
 use budget::{MemoryBudget, Reservation, WaitFailure};
 use pool::UploadPool;
 use schedule::PartSchedule;
 
 /// What every writer of the mount shares.
 pub struct UploadContext {
-    pub client: Arc<S3Client>,
+    pub store: Arc<dyn ObjectStore>,
     pub pool: UploadPool,
     pub budget: Arc<MemoryBudget>,
     pub schedule: PartSchedule,
@@ -27,15 +27,15 @@ pub struct UploadContext {
 
 impl UploadContext {
     pub fn new(
-        client: Arc<S3Client>,
+        store: Arc<dyn ObjectStore>,
         schedule: PartSchedule,
         memory_budget: u64,
         concurrency: usize,
         retry_budget: Duration,
     ) -> std::io::Result<Arc<Self>> {
-        let pool = UploadPool::start(Arc::clone(&client), concurrency, retry_budget)?;
+        let pool = UploadPool::start(Arc::clone(&store), concurrency, retry_budget)?;
         Ok(Arc::new(Self {
-            client,
+            store,
             pool,
             budget: MemoryBudget::new(memory_budget),
             schedule,

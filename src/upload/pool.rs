@@ -16,12 +16,7 @@ use log::{debug, error, info, warn};
 
 use super::budget::Reservation;
 use super::buffers::BufferPool;
-use crate::s3::{ObjectHeaders, S3Client, UploadedPart};
-
-/// CRC32C of `data`, base64 as S3's `x-amz-checksum-crc32c` wants it.
-pub fn crc32c_base64(data: &[u8]) -> String {
-    aws_smithy_types::base64::encode(crc32c::crc32c(data).to_be_bytes())
-}
+use crate::s3::{ObjectHeaders, ObjectStore, UploadedPart, crc32c_base64};
 
 #[derive(Debug, Default)]
 struct Progress {
@@ -59,10 +54,6 @@ impl MultipartUpload {
         })
     }
 
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
     pub fn headers(&self) -> &ObjectHeaders {
         &self.headers
     }
@@ -75,7 +66,11 @@ impl MultipartUpload {
 
     /// The upload id, creating the upload on first use; an outage shorter than
     /// `retry_budget` is ridden out, as for the parts themselves.
-    fn ensure_created(&self, client: &S3Client, retry_budget: Duration) -> Result<String, String> {
+    fn ensure_created(
+        &self,
+        store: &dyn ObjectStore,
+        retry_budget: Duration,
+    ) -> Result<String, String> {
         let _creating = self
             .creating
             .lock()
@@ -85,7 +80,7 @@ impl MultipartUpload {
         }
         let created = crate::s3::retry_within(
             retry_budget,
-            || client.create_multipart_upload(&self.key, &self.headers, true),
+            || store.create_multipart_upload(&self.key, &self.headers, true),
             || self.failure().is_some(),
         )
         .map_err(|e| e.to_string())?;
@@ -205,7 +200,7 @@ struct PartJob {
 /// retried in the background until it is, so no upload is left to cost money.
 #[derive(Clone)]
 pub struct Aborter {
-    client: Arc<S3Client>,
+    store: Arc<dyn ObjectStore>,
     retry: Sender<(String, String)>,
     retry_budget: Duration,
 }
@@ -227,7 +222,7 @@ impl Aborter {
     }
 
     pub fn abort(&self, key: &str, upload_id: &str) {
-        match self.client.abort_multipart_upload(key, upload_id) {
+        match self.store.abort_multipart_upload(key, upload_id) {
             Ok(()) => info!("aborted multipart upload of {key:?}"),
             Err(e) => {
                 warn!(
@@ -239,7 +234,7 @@ impl Aborter {
     }
 }
 
-fn run_abort_retries(client: &S3Client, failed: &Receiver<(String, String)>) {
+fn run_abort_retries(store: &dyn ObjectStore, failed: &Receiver<(String, String)>) {
     let mut pending: Vec<(String, String, Instant)> = Vec::new();
     loop {
         match failed.recv_timeout(ABORT_RETRY_INTERVAL) {
@@ -251,7 +246,7 @@ fn run_abort_retries(client: &S3Client, failed: &Receiver<(String, String)>) {
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                 for (key, id, _) in pending.drain(..) {
-                    if let Err(e) = client.abort_multipart_upload(&key, &id) {
+                    if let Err(e) = store.abort_multipart_upload(&key, &id) {
                         error!(
                             "multipart upload {id} of {key:?} is left behind ({e}): remove it with `s3upfs cleanup` or a lifecycle rule"
                         );
@@ -261,7 +256,7 @@ fn run_abort_retries(client: &S3Client, failed: &Receiver<(String, String)>) {
             }
         }
         pending.retain(
-            |(key, id, since)| match client.abort_multipart_upload(key, id) {
+            |(key, id, since)| match store.abort_multipart_upload(key, id) {
                 Ok(()) => {
                     info!("aborted multipart upload of {key:?} (on retry)");
                     false
@@ -308,7 +303,7 @@ pub struct UploadPool {
 
 impl UploadPool {
     pub fn start(
-        client: Arc<S3Client>,
+        store: Arc<dyn ObjectStore>,
         workers: usize,
         retry_budget: Duration,
     ) -> std::io::Result<Self> {
@@ -323,7 +318,7 @@ impl UploadPool {
             limit: 2 * workers.max(1),
         });
         let aborter = Aborter {
-            client: Arc::clone(&client),
+            store: Arc::clone(&store),
             retry: retry_sender,
             retry_budget,
         };
@@ -339,11 +334,11 @@ impl UploadPool {
                     .spawn(move || run_worker(&aborter, &receiver, &backlog, &buffers))?,
             );
         }
-        let retry_client = Arc::clone(&client);
+        let retry_client = Arc::clone(&store);
         handles.push(
             std::thread::Builder::new()
                 .name("abort-retry".to_owned())
-                .spawn(move || run_abort_retries(&retry_client, &retry_receiver))?,
+                .spawn(move || run_abort_retries(retry_client.as_ref(), &retry_receiver))?,
         );
         Ok(Self {
             jobs: Mutex::new(Some(sender)),
@@ -479,19 +474,19 @@ fn run_worker(
 /// Uploads one part (the SDK retries transient errors with backoff); on final failure
 /// fails and aborts the whole upload.
 fn upload_one(aborter: &Aborter, job: &PartJob) -> Option<UploadedPart> {
-    let client = &aborter.client;
+    let store = &aborter.store;
     let upload = &job.upload;
     if upload.failure().is_some() {
         return None;
     }
     let result = upload
-        .ensure_created(client, aborter.retry_budget)
+        .ensure_created(store.as_ref(), aborter.retry_budget)
         .and_then(|upload_id| {
             let checksum = crc32c_base64(&job.data);
             crate::s3::retry_within(
                 aborter.retry_budget,
                 || {
-                    client.upload_part(
+                    store.upload_part(
                         &upload.key,
                         &upload_id,
                         job.part_number,

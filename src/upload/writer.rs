@@ -10,8 +10,8 @@ use log::{debug, error, info, warn};
 
 use super::UploadContext;
 use super::budget::Reservation;
-use super::pool::{MultipartUpload, crc32c_base64};
-use crate::s3::{ObjectHeaders, UploadedPart};
+use super::pool::MultipartUpload;
+use crate::s3::{ObjectHeaders, composite_checksum, crc32c_base64};
 
 /// Why a write was refused.
 #[derive(Debug, Clone, PartialEq)]
@@ -495,7 +495,7 @@ impl ObjectWriter {
             self.context.retry_budget,
             || {
                 self.context
-                    .client
+                    .store
                     .put_object(&self.key, body.clone(), &checksum, &self.headers)
             },
             || false,
@@ -518,7 +518,7 @@ impl ObjectWriter {
         mut parts: Parts,
         upload: &Arc<MultipartUpload>,
     ) -> Result<u32, String> {
-        let client = &self.context.client;
+        let store = &self.context.store;
         let last_part = parts.part_count();
         parts.send_retained_first(&self.context);
         if let Some(buffer) = parts.current.take()
@@ -545,7 +545,7 @@ impl ObjectWriter {
             let expected = composite_checksum(&uploaded);
             let reported = match crate::s3::retry_within(
                 self.context.retry_budget,
-                || client.complete_multipart_upload(&self.key, &upload_id, &uploaded),
+                || store.complete_multipart_upload(&self.key, &upload_id, &uploaded),
                 || false,
             ) {
                 Ok(reported) => reported,
@@ -553,7 +553,7 @@ impl ObjectWriter {
                 // was lost, or someone else aborted it (`cleanup`, a lifecycle rule).
                 // Only an object with our checksum proves the first.
                 Err(e) if e.kind == crate::s3::S3ErrorKind::NotFound => {
-                    return match client.head_object(&self.key) {
+                    return match store.head_object(&self.key) {
                         Ok(Some(info)) if info.checksum_crc32c.as_deref() == Some(&expected) => {
                             Ok(())
                         }
@@ -590,8 +590,8 @@ impl ObjectWriter {
         self.verify_size(parts.size, &composite_checksum(&uploaded))?;
         if upload.headers() != &self.headers {
             // chmod/utimes arrived after CreateMultipartUpload: one copy applies them.
-            client
-                .copy_object(&self.key, &self.key, Some(&self.headers), parts.size)
+            store
+                .copy(&self.key, &self.key, Some(&self.headers), parts.size)
                 .map_err(|e| format!("object uploaded, but updating its metadata failed: {e}"))?;
         }
         debug!("completed {:?} in {last_part} parts", self.key);
@@ -603,7 +603,7 @@ impl ObjectWriter {
             Some(aborter) => upload.abort(&aborter),
             None => {
                 if let Some(id) = upload.upload_id()
-                    && let Err(e) = self.context.client.abort_multipart_upload(&self.key, &id)
+                    && let Err(e) = self.context.store.abort_multipart_upload(&self.key, &id)
                 {
                     error!(
                         "could not abort the upload of {:?} at shutdown: {e}",
@@ -616,7 +616,7 @@ impl ObjectWriter {
 
     /// Deletes an object that landed wrong; says what became of it, for the error line.
     fn remove_object(&self) -> String {
-        match self.context.client.delete_object(&self.key) {
+        match self.context.store.delete_object(&self.key) {
             Ok(()) => "object removed".to_owned(),
             Err(e) => format!("removing the object failed too ({e}): delete it by hand"),
         }
@@ -626,7 +626,7 @@ impl ObjectWriter {
     /// removed only when its checksum proves it is ours (`checksum`): one that another
     /// writer put there meanwhile is left alone.
     fn verify_size(&self, size: u64, checksum: &str) -> Result<(), String> {
-        match self.context.client.head_object(&self.key) {
+        match self.context.store.head_object(&self.key) {
             Ok(Some(info)) if info.size == size => Ok(()),
             Ok(Some(info)) if info.checksum_crc32c.as_deref() == Some(checksum) => Err(format!(
                 "completed object has {} bytes, {size} were written; {}",
@@ -712,20 +712,4 @@ impl Drop for ObjectWriter {
             self.discard("closed without completing");
         }
     }
-}
-
-/// S3's checksum of a multipart object: CRC32C over the parts' CRC32Cs, then `-N`.
-pub fn composite_checksum(parts: &[UploadedPart]) -> String {
-    let mut concatenated = Vec::with_capacity(parts.len() * 4);
-    for part in parts {
-        match part
-            .checksum_crc32c
-            .as_deref()
-            .map(aws_smithy_types::base64::decode)
-        {
-            Some(Ok(raw)) => concatenated.extend_from_slice(&raw),
-            _ => return String::new(),
-        }
-    }
-    format!("{}-{}", crc32c_base64(&concatenated), parts.len())
 }

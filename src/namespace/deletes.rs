@@ -18,7 +18,7 @@ use super::wait_while_until;
 
 use log::{debug, warn};
 
-use crate::s3::{S3Client, retry_within};
+use crate::s3::{ObjectStore, retry_within};
 
 /// Deletes queued beyond this make `rename` wait: memory and the window stay small.
 const MAX_QUEUED: usize = 256;
@@ -38,7 +38,10 @@ pub struct DeferredDeletes {
 
 impl DeferredDeletes {
     /// Starts the thread that sends the deletes; it ends when `stop` is called.
-    pub fn start(client: Arc<S3Client>, retry_budget: Duration) -> std::io::Result<Arc<Self>> {
+    pub fn start(
+        store: Arc<dyn ObjectStore>,
+        retry_budget: Duration,
+    ) -> std::io::Result<Arc<Self>> {
         let deletes = Arc::new(Self {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
@@ -46,7 +49,7 @@ impl DeferredDeletes {
         let worker = Arc::clone(&deletes);
         std::thread::Builder::new()
             .name("deferred-delete".to_owned())
-            .spawn(move || worker.run(&client, retry_budget))?;
+            .spawn(move || worker.run(store.as_ref(), retry_budget))?;
         Ok(deletes)
     }
 
@@ -145,7 +148,7 @@ impl DeferredDeletes {
         self.changed.notify_all();
     }
 
-    fn run(&self, client: &S3Client, retry_budget: Duration) {
+    fn run(&self, store: &dyn ObjectStore, retry_budget: Duration) {
         loop {
             let key = {
                 let mut state = self.lock();
@@ -161,7 +164,7 @@ impl DeferredDeletes {
             };
             // The queue has room again.
             self.changed.notify_all();
-            match retry_within(retry_budget, || client.delete_object(&key), || false) {
+            match retry_within(retry_budget, || store.delete_object(&key), || false) {
                 Ok(()) => debug!("deleted {key:?} (renamed away)"),
                 Err(error) => warn!(
                     "could not delete {key:?} after renaming it: {error}; it stays visible under its old name"

@@ -12,6 +12,8 @@ mod deletes;
 mod holders;
 pub mod inode;
 pub mod metadata;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,9 +24,10 @@ use bytes::Bytes;
 use log::{debug, error, info, warn};
 
 use crate::read::ObjectReader;
-use crate::s3::{DIRECTORY_CONTENT_TYPE, ListedObject, ObjectHeaders, S3Client, S3Error};
+use crate::s3::{
+    DIRECTORY_CONTENT_TYPE, ListedObject, ObjectHeaders, ObjectStore, S3Error, crc32c_base64,
+};
 use crate::upload::UploadContext;
-use crate::upload::pool::crc32c_base64;
 use crate::upload::writer::{ObjectWriter, WriteProgress};
 use deletes::DeferredDeletes;
 pub use inode::Kind;
@@ -126,7 +129,7 @@ enum OpenFile {
 
 pub struct Namespace {
     config: NamespaceConfig,
-    client: Arc<S3Client>,
+    store: Arc<dyn ObjectStore>,
     uploads: Arc<UploadContext>,
     table: Mutex<InodeTable>,
     handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
@@ -182,9 +185,9 @@ impl Namespace {
             active_write: None,
             pending_metadata_since: None,
         };
-        let deletes = DeferredDeletes::start(Arc::clone(&uploads.client), uploads.retry_budget)?;
+        let deletes = DeferredDeletes::start(Arc::clone(&uploads.store), uploads.retry_budget)?;
         Ok(Self {
-            client: Arc::clone(&uploads.client),
+            store: Arc::clone(&uploads.store),
             config,
             deletes,
             uploads,
@@ -330,14 +333,14 @@ impl Namespace {
             None => {}
         }
         let page = self
-            .client
+            .store
             .list_page(&key, true, None, Some(100))
             .map_err(|e| log_s3(&e))?;
         let has_object = page.objects.iter().any(|o| o.key == key);
         let mut has_directory = page.common_prefixes.contains(&marker);
         if !has_directory && page.next_token.is_some() {
             has_directory = !self
-                .client
+                .store
                 .list_page(&marker, false, None, Some(1))
                 .map_err(|e| log_s3(&e))?
                 .objects
@@ -369,7 +372,7 @@ impl Namespace {
     fn directory_inode(&self, parent: u64, name: &str, path: &str) -> FsResult<Inode> {
         let mut inode = self.new_inode(parent, name, path, Kind::Directory);
         if let Some(info) = self
-            .client
+            .store
             .head_object(&self.marker_key(path))
             .map_err(|e| log_s3(&e))?
         {
@@ -382,7 +385,7 @@ impl Namespace {
 
     fn file_inode(&self, parent: u64, name: &str, path: &str) -> FsResult<Option<Inode>> {
         let Some(info) = self
-            .client
+            .store
             .head_object(&self.object_key(path))
             .map_err(|e| log_s3(&e))?
         else {
@@ -525,10 +528,7 @@ impl Namespace {
         };
         let prefix = self.marker_key(&path);
         let deleting = self.deletes.outstanding_below(&prefix);
-        let listing = self
-            .client
-            .list_all(&prefix, true)
-            .map_err(|e| log_s3(&e))?;
+        let listing = self.store.list_all(&prefix, true).map_err(|e| log_s3(&e))?;
         let now = Instant::now();
         let mut table = self.table();
         let mut seen: HashMap<String, u64> = HashMap::new();
@@ -722,7 +722,7 @@ impl Namespace {
                 return Err(libc::EBUSY);
             }
             let reader = ObjectReader::new(
-                Arc::clone(&self.client),
+                Arc::clone(&self.store),
                 key,
                 attributes.size,
                 self.config.attr_ttl,
@@ -1124,7 +1124,7 @@ impl Namespace {
     /// renamed away from this name) is sent now, one in progress waited for.
     fn delete_before_reuse(&self, key: &str) -> FsResult<()> {
         if self.deletes.take_or_wait(key) {
-            self.client.delete_object(key).map_err(|e| log_s3(&e))?;
+            self.store.delete_object(key).map_err(|e| log_s3(&e))?;
         }
         Ok(())
     }
@@ -1166,7 +1166,7 @@ impl Namespace {
     /// One PutObject of a body the namespace makes itself (marker, symlink, truncation).
     fn put_small(&self, key: &str, body: Bytes, headers: &ObjectHeaders) -> FsResult<()> {
         let checksum = crc32c_base64(&body);
-        self.client
+        self.store
             .put_object(key, body, &checksum, headers)
             .map_err(|e| log_s3(&e))?;
         Ok(())
@@ -1238,7 +1238,7 @@ impl Namespace {
         }
         let _marker_writes = self.lock_marker_writes();
         let below = self
-            .client
+            .store
             .list_page(&marker, false, None, Some(2))
             .map_err(|e| log_s3(&e))?;
         let pending_children = {
@@ -1251,7 +1251,7 @@ impl Namespace {
         if pending_children || below.objects.iter().any(|o| o.key != marker) {
             return Err(libc::ENOTEMPTY);
         }
-        self.client.delete_object(&marker).map_err(|e| log_s3(&e))?;
+        self.store.delete_object(&marker).map_err(|e| log_s3(&e))?;
         let mut table = self.table();
         if let Some(inode) = table.get_mut(attributes.ino) {
             // A held chmod/utimes must not bring the marker back.
@@ -1279,7 +1279,7 @@ impl Namespace {
             inode.pending_metadata_since = None;
         }
         self.wait_for_flush_of(&self.object_key(&path));
-        self.client
+        self.store
             .delete_object(&self.object_key(&path))
             .map_err(|e| log_s3(&e))?;
         self.table().unlink(parent, &name);
@@ -1331,8 +1331,8 @@ impl Namespace {
             }
             inode.path.clone()
         };
-        self.client
-            .get_object(&self.object_key(&path))
+        self.store
+            .get_object(&self.object_key(&path), None)
             .map_err(|e| log_s3(&e))
     }
 
@@ -1432,7 +1432,7 @@ impl Namespace {
                     // replaced, dd's empty first close) is gone with the old name.
                     drop(writer);
                     if !self.deletes.schedule(&source_key) {
-                        self.client
+                        self.store
                             .delete_object(&source_key)
                             .map_err(|e| log_s3(&e))?;
                     }
@@ -1461,9 +1461,9 @@ impl Namespace {
         // Pending attribute changes ride along with the copy; otherwise the object's own
         // metadata (including keys other tools wrote) is copied as it is.
         let replaced = pending.then(|| Self::headers_for(&metadata, None));
-        if let Err(error) =
-            self.client
-                .copy_object(&source_key, &target_key, replaced.as_ref(), size)
+        if let Err(error) = self
+            .store
+            .copy(&source_key, &target_key, replaced.as_ref(), size)
         {
             if pending && let Some(inode) = self.table().get_mut(ino) {
                 inode.pending_metadata_since = Some(Instant::now());
@@ -1472,7 +1472,7 @@ impl Namespace {
         }
         // The rename has happened once the copy exists; the old key goes in the background.
         if !self.deletes.schedule(&source_key) {
-            self.client
+            self.store
                 .delete_object(&source_key)
                 .map_err(|e| log_s3(&e))?;
         }
@@ -1534,7 +1534,7 @@ impl Namespace {
         metadata_pending: bool,
     ) -> FsResult<()> {
         let listing = self
-            .client
+            .store
             .list_all(source_prefix, false)
             .map_err(|e| log_s3(&e))?;
         // Every new key is known before anything is copied: one too long for S3 fails
@@ -1577,10 +1577,7 @@ impl Namespace {
                         if has_failed {
                             return;
                         }
-                        match self
-                            .client
-                            .copy_object(&object.key, target, None, object.size)
-                        {
+                        match self.store.copy(&object.key, target, None, object.size) {
                             Ok(()) => copied
                                 .lock()
                                 .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -1607,7 +1604,7 @@ impl Namespace {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let left: Vec<&String> = copied
                 .iter()
-                .filter(|key| self.client.delete_object(key).is_err())
+                .filter(|key| self.store.delete_object(key).is_err())
                 .collect();
             if !left.is_empty() {
                 error!(
@@ -1621,7 +1618,7 @@ impl Namespace {
             self.put_marker(target_prefix, &metadata)?;
         }
         for object in &listing.objects {
-            self.client
+            self.store
                 .delete_object(&object.key)
                 .map_err(|e| log_s3(&e))?;
         }
@@ -1697,7 +1694,7 @@ impl Namespace {
                 drop(table);
             }
             let applied = if kind == Kind::Directory {
-                self.client
+                self.store
                     .put_object(
                         &self.marker_key(&path),
                         Bytes::new(),
@@ -1706,12 +1703,9 @@ impl Namespace {
                     )
                     .map(|_| ())
             } else {
-                let copied = self.client.copy_object(
-                    &key,
-                    &key,
-                    Some(&Self::headers_for(&metadata, None)),
-                    size,
-                );
+                let copied =
+                    self.store
+                        .copy(&key, &key, Some(&Self::headers_for(&metadata, None)), size);
                 self.flushing_keys().remove(&key);
                 self.flushed.notify_all();
                 copied
