@@ -8,7 +8,7 @@ use crate::s3::{ObjectStore, PendingUpload};
 
 /// Aborts (or with `dry_run` only lists) the multipart uploads under `prefix` started
 /// more than `older_than` ago. Uploads without a start time are left alone.
-pub fn abort_orphans(
+pub(crate) fn abort_orphans(
     store: &dyn ObjectStore,
     prefix: &str,
     older_than: Duration,
@@ -39,7 +39,7 @@ pub fn abort_orphans(
 }
 
 /// Formats an upload for the cleanup listing: age, key, upload id.
-pub fn describe(upload: &PendingUpload) -> String {
+pub(crate) fn describe(upload: &PendingUpload) -> String {
     let age = upload
         .initiated
         .and_then(|started| SystemTime::now().duration_since(started).ok())

@@ -8,18 +8,19 @@ use clap::{Args, Parser, Subcommand};
 use crate::size::parse_size;
 use crate::upload::schedule::PartSchedule;
 
-pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
+pub(crate) const DEFAULT_PART_SIZE: u64 = 8 << 20;
 /// Two 1 GiB parts: what the part schedule needs to reach 5 TiB files. Memory is only
 /// taken as writes fill parts, so small and moderate writes use far less.
-pub const DEFAULT_MAX_MEMORY: u64 = 2 << 30;
+pub(crate) const DEFAULT_MAX_MEMORY: u64 = 2 << 30;
 /// Part uploads in flight across the mount (see README: measured on Garage, 2 cores).
-pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
+pub(crate) const DEFAULT_MAX_CONCURRENCY: usize = 8;
 /// A part is retried for this long: longer than a server restart or a network blip,
 /// short enough that a writer learns of a real outage while it still waits on close().
-pub const DEFAULT_RETRY_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+pub(crate) const DEFAULT_RETRY_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
 /// Orphan sweep at mount: a week. No live writer keeps one upload open that long (5 TiB
 /// at 50 MiB/s takes 29 hours), so sweeping cannot hurt another mount's upload in flight.
-pub const DEFAULT_SWEEP_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+pub(crate) const DEFAULT_SWEEP_AGE: std::time::Duration =
+    std::time::Duration::from_secs(7 * 86_400);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -177,50 +178,41 @@ struct MountArgs {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum Source {
+pub(crate) enum Source {
     Bucket { bucket: String, prefix: String },
     Local(PathBuf),
 }
 
 #[derive(Clone, Debug)]
-pub struct MountConfig {
-    pub source: Source,
-    pub mountpoint: PathBuf,
-    pub endpoint_url: Option<String>,
-    pub region: Option<String>,
-    pub profile: Option<String>,
-    pub force_path_style: bool,
-    pub foreground: bool,
-    pub allow_other: bool,
-    pub read_only: bool,
-    pub uid: u32,
-    pub gid: u32,
-    pub file_mode: u16,
-    pub dir_mode: u16,
-    pub schedule: PartSchedule,
-    pub max_concurrency: usize,
-    pub max_memory: u64,
-    pub log_level: log::LevelFilter,
+pub(crate) struct MountConfig {
+    pub(crate) source: Source,
+    pub(crate) mountpoint: PathBuf,
+    pub(crate) endpoint_url: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) profile: Option<String>,
+    pub(crate) force_path_style: bool,
+    pub(crate) foreground: bool,
+    pub(crate) allow_other: bool,
+    pub(crate) read_only: bool,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) file_mode: u16,
+    pub(crate) dir_mode: u16,
+    pub(crate) schedule: PartSchedule,
+    pub(crate) max_concurrency: usize,
+    pub(crate) max_memory: u64,
+    pub(crate) log_level: log::LevelFilter,
     /// Multipart uploads under the prefix older than this are aborted at mount.
-    pub sweep_orphans_after: Option<std::time::Duration>,
-    pub retry_budget: std::time::Duration,
+    pub(crate) sweep_orphans_after: Option<std::time::Duration>,
+    pub(crate) retry_budget: std::time::Duration,
     /// How long one S3 request may go unanswered (plus 1 s per MiB it carries).
-    pub request_timeout: std::time::Duration,
+    pub(crate) request_timeout: std::time::Duration,
     /// Largest object copied with one CopyObject (`--copy-object-limit`).
-    pub copy_object_limit: u64,
-}
-
-impl MountConfig {
-    pub fn prefix(&self) -> &str {
-        match &self.source {
-            Source::Bucket { prefix, .. } => prefix,
-            Source::Local(_) => "",
-        }
-    }
+    pub(crate) copy_object_limit: u64,
 }
 
 /// Parses `s3://BUCKET[/PREFIX/]`; the prefix always ends in `/` when present.
-pub fn parse_s3_url(url: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_s3_url(url: &str) -> Result<(String, String), String> {
     let rest = url
         .strip_prefix("s3://")
         .ok_or_else(|| format!("'{url}' is not an s3://BUCKET[/PREFIX/] address"))?;
@@ -425,7 +417,7 @@ fn resolve(mut args: MountArgs) -> Result<MountConfig, String> {
 static ARGS: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock::new();
 
 /// The arguments as understood (what a detached daemon is started with again).
-pub fn effective_args() -> Vec<std::ffi::OsString> {
+pub(crate) fn effective_args() -> Vec<std::ffi::OsString> {
     ARGS.get()
         .cloned()
         .unwrap_or_else(|| std::env::args_os().collect())
@@ -610,7 +602,7 @@ mod tests {
         );
         assert_eq!(config.region.as_deref(), Some("flag-wins"));
         assert!(config.allow_other);
-        assert_eq!(config.schedule.first_part_size(), 16 << 20);
+        assert_eq!(config.schedule.part_size(1), 16 << 20);
     }
 
     #[test]

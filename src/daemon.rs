@@ -259,7 +259,7 @@ fn return_large_buffers_to_the_system() {
     }
 }
 
-pub fn run(config: MountConfig) -> Result<(), String> {
+pub(crate) fn run(config: MountConfig) -> Result<(), String> {
     return_large_buffers_to_the_system();
     init_logging(config.log_level);
     if !config.foreground {

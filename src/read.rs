@@ -11,9 +11,9 @@ use crate::s3::{ObjectStore, S3Error};
 
 const INITIAL_WINDOW: u64 = 1 << 20;
 /// Memory one open file may hold for readahead.
-pub const MAX_WINDOW: u64 = 32 << 20;
+pub(crate) const MAX_WINDOW: u64 = 32 << 20;
 
-pub struct ObjectReader {
+pub(crate) struct ObjectReader {
     store: Arc<dyn ObjectStore>,
     key: String,
     size: u64,
@@ -28,7 +28,7 @@ pub struct ObjectReader {
 }
 
 impl ObjectReader {
-    pub fn new(store: Arc<dyn ObjectStore>, key: String, size: u64, ttl: Duration) -> Self {
+    pub(crate) fn new(store: Arc<dyn ObjectStore>, key: String, size: u64, ttl: Duration) -> Self {
         Self {
             store,
             key,
@@ -44,13 +44,13 @@ impl ObjectReader {
 
     /// The file was renamed while open: later fetches read the object's new key (the
     /// old one is deleted once the rename's copy exists).
-    pub fn follow(&mut self, key: &str) {
+    pub(crate) fn follow(&mut self, key: &str) {
         if self.key != key {
             self.key = key.to_owned();
         }
     }
 
-    pub fn read(&mut self, offset: u64, length: u32) -> Result<Bytes, S3Error> {
+    pub(crate) fn read(&mut self, offset: u64, length: u32) -> Result<Bytes, S3Error> {
         if offset >= self.size {
             return Ok(Bytes::new());
         }

@@ -5,7 +5,7 @@
 ///
 /// Binary units only (`k`/`KiB` = 1024): part sizes and memory budgets are powers of two
 /// in practice, and users of s3fs and Mountpoint already write them that way.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !c.is_ascii_digit())
@@ -37,7 +37,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// Formats a byte count for log lines and error messages.
-pub fn format_size(bytes: u64) -> String {
+pub(crate) fn format_size(bytes: u64) -> String {
     const UNITS: [(&str, u64); 4] = [
         ("TiB", 1 << 40),
         ("GiB", 1 << 30),
@@ -56,7 +56,7 @@ pub fn format_size(bytes: u64) -> String {
 }
 
 /// Parses `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !c.is_ascii_digit())

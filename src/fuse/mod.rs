@@ -32,7 +32,7 @@ use responders::Responders;
 const BLOCK_SIZE: u32 = 1 << 20;
 const MAX_WRITE: u32 = 1 << 20;
 
-pub struct FuseAdapter {
+pub(crate) struct FuseAdapter {
     namespace: Arc<Namespace>,
     responders: Responders,
     /// Open directory handles: the listing each reads from, taken at its first readdir.
@@ -91,7 +91,7 @@ fn reply_empty(reply: ReplyEmpty, result: Result<(), i32>) {
 }
 
 impl FuseAdapter {
-    pub fn new(namespace: Arc<Namespace>) -> Self {
+    pub(crate) fn new(namespace: Arc<Namespace>) -> Self {
         Self {
             namespace,
             responders: Responders::default(),

@@ -17,7 +17,7 @@ type Job = Box<dyn FnOnce() + Send>;
 
 const MAX_KEPT: usize = 32;
 
-pub struct Responders {
+pub(crate) struct Responders {
     jobs: Sender<Job>,
     waiting: Receiver<Job>,
     /// Threads blocked (or about to block) on `waiting`; a job is sent only after one of
@@ -41,7 +41,7 @@ impl Default for Responders {
 impl Responders {
     /// Runs `job` on an idle responder thread, or on a new one. If no thread can be
     /// started the job is dropped, which answers its request with EIO.
-    pub fn run(&self, what: &'static str, job: impl FnOnce() + Send + 'static) {
+    pub(crate) fn run(&self, what: &'static str, job: impl FnOnce() + Send + 'static) {
         let claimed = self
             .idle
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |idle| {

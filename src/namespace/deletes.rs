@@ -31,14 +31,14 @@ struct State {
     stopping: bool,
 }
 
-pub struct DeferredDeletes {
+pub(crate) struct DeferredDeletes {
     state: Mutex<State>,
     changed: Condvar,
 }
 
 impl DeferredDeletes {
     /// Starts the thread that sends the deletes; it ends when `stop` is called.
-    pub fn start(
+    pub(crate) fn start(
         store: Arc<dyn ObjectStore>,
         retry_budget: Duration,
     ) -> std::io::Result<Arc<Self>> {
@@ -68,7 +68,7 @@ impl DeferredDeletes {
     /// Queues the delete of `key` (waits while the queue is full). False once stopped:
     /// the caller deletes it itself.
     #[must_use]
-    pub fn schedule(&self, key: &str) -> bool {
+    pub(crate) fn schedule(&self, key: &str) -> bool {
         let mut state = self.lock();
         while state.queue.len() >= MAX_QUEUED && !state.stopping {
             state = self.wait(state);
@@ -83,13 +83,13 @@ impl DeferredDeletes {
         true
     }
 
-    pub fn is_outstanding(&self, key: &str) -> bool {
+    pub(crate) fn is_outstanding(&self, key: &str) -> bool {
         self.lock().outstanding.contains(key)
     }
 
     /// The outstanding keys that start with `prefix`. A listing sent while one of them
     /// was being deleted may still show it after the delete is done.
-    pub fn outstanding_below(&self, prefix: &str) -> HashSet<String> {
+    pub(crate) fn outstanding_below(&self, prefix: &str) -> HashSet<String> {
         self.lock()
             .outstanding
             .iter()
@@ -104,7 +104,7 @@ impl DeferredDeletes {
     /// the old object is gone even if nothing new lands). One being sent is waited for
     /// (bounded by its retry budget and request timeout).
     #[must_use]
-    pub fn take_or_wait(&self, key: &str) -> bool {
+    pub(crate) fn take_or_wait(&self, key: &str) -> bool {
         let mut state = self.lock();
         if let Some(index) = state.queue.iter().position(|queued| queued == key) {
             state.queue.remove(index);
@@ -120,7 +120,7 @@ impl DeferredDeletes {
 
     /// Waits until no key below `prefix` is waiting to be deleted; false if some still
     /// are at `deadline`.
-    pub fn wait_below(&self, prefix: &str, deadline: Instant) -> bool {
+    pub(crate) fn wait_below(&self, prefix: &str, deadline: Instant) -> bool {
         let (guard, done) = wait_while_until(&self.changed, self.lock(), deadline, |state| {
             state.outstanding.iter().any(|key| key.starts_with(prefix))
         });
@@ -129,7 +129,7 @@ impl DeferredDeletes {
     }
 
     /// Returns once every queued delete has been sent (or given up), or at `deadline`.
-    pub fn wait_for_all(&self, deadline: Instant) {
+    pub(crate) fn wait_for_all(&self, deadline: Instant) {
         let (state, done) = wait_while_until(&self.changed, self.lock(), deadline, |state| {
             !state.outstanding.is_empty()
         });
@@ -142,7 +142,7 @@ impl DeferredDeletes {
     }
 
     /// Sends what is queued, then ends the worker.
-    pub fn stop(&self, deadline: Instant) {
+    pub(crate) fn stop(&self, deadline: Instant) {
         self.wait_for_all(deadline);
         self.lock().stopping = true;
         self.changed.notify_all();

@@ -14,54 +14,54 @@ use std::time::{Instant, SystemTime};
 use super::ActiveWrite;
 use super::metadata::PosixMetadata;
 
-pub const ROOT_INO: u64 = 1;
+pub(crate) const ROOT_INO: u64 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     File,
     Directory,
     Symlink,
 }
 
-pub struct Inode {
-    pub parent: u64,
-    pub name: String,
+pub(crate) struct Inode {
+    pub(crate) parent: u64,
+    pub(crate) name: String,
     /// Path below the mount prefix, `/`-separated, no trailing slash; "" for the root.
-    pub path: String,
-    pub kind: Kind,
-    pub size: u64,
-    pub metadata: PosixMetadata,
-    pub last_modified: SystemTime,
+    pub(crate) path: String,
+    pub(crate) kind: Kind,
+    pub(crate) size: u64,
+    pub(crate) metadata: PosixMetadata,
+    pub(crate) last_modified: SystemTime,
     /// Whether `metadata` came from a HEAD (or our own write), not just a listing.
-    pub metadata_loaded: bool,
-    pub valid_until: Instant,
+    pub(crate) metadata_loaded: bool,
+    pub(crate) valid_until: Instant,
     /// For directories: until when the children in the table are the complete listing.
-    pub listing_valid_until: Option<Instant>,
+    pub(crate) listing_valid_until: Option<Instant>,
     /// The upload of this file while it is open for writing.
-    pub active_write: Option<Arc<ActiveWrite>>,
+    pub(crate) active_write: Option<Arc<ActiveWrite>>,
     /// Attribute changes on a finished object not yet sent to S3 (folded into a rename).
-    pub pending_metadata_since: Option<Instant>,
+    pub(crate) pending_metadata_since: Option<Instant>,
     /// Entries the kernel holds for this inode (lookups it was answered, minus forgets).
-    pub lookups: u64,
+    pub(crate) lookups: u64,
 }
 
 impl Inode {
-    pub fn is_fresh(&self, now: Instant) -> bool {
+    pub(crate) fn is_fresh(&self, now: Instant) -> bool {
         self.valid_until > now
     }
 
-    pub fn is_being_written(&self) -> bool {
+    pub(crate) fn is_being_written(&self) -> bool {
         self.active_write.is_some()
     }
 
     /// Ours and maybe not in S3 yet: a file being written, or a held change (for a new
     /// directory, its marker).
-    pub fn exists_only_locally(&self) -> bool {
+    pub(crate) fn exists_only_locally(&self) -> bool {
         self.is_being_written() || self.pending_metadata_since.is_some()
     }
 }
 
-pub struct InodeTable {
+pub(crate) struct InodeTable {
     inodes: HashMap<u64, Inode>,
     children: BTreeMap<(u64, String), u64>,
     /// Names S3 said do not exist, until when that answer stands (negative lookups:
@@ -74,7 +74,7 @@ pub struct InodeTable {
 const ABSENT_PRUNE_AT: usize = 4096;
 
 impl InodeTable {
-    pub fn new(root: Inode) -> Self {
+    pub(crate) fn new(root: Inode) -> Self {
         let mut inodes = HashMap::new();
         inodes.insert(ROOT_INO, root);
         Self {
@@ -85,26 +85,26 @@ impl InodeTable {
         }
     }
 
-    pub fn get(&self, ino: u64) -> Option<&Inode> {
+    pub(crate) fn get(&self, ino: u64) -> Option<&Inode> {
         self.inodes.get(&ino)
     }
 
-    pub fn get_mut(&mut self, ino: u64) -> Option<&mut Inode> {
+    pub(crate) fn get_mut(&mut self, ino: u64) -> Option<&mut Inode> {
         self.inodes.get_mut(&ino)
     }
 
-    pub fn child(&self, parent: u64, name: &str) -> Option<u64> {
+    pub(crate) fn child(&self, parent: u64, name: &str) -> Option<u64> {
         self.children.get(&(parent, name.to_owned())).copied()
     }
 
     /// Whether S3 said recently (until a time still ahead) that the name does not exist.
-    pub fn is_known_absent(&self, parent: u64, name: &str, now: Instant) -> bool {
+    pub(crate) fn is_known_absent(&self, parent: u64, name: &str, now: Instant) -> bool {
         self.absent
             .get(&(parent, name.to_owned()))
             .is_some_and(|until| *until > now)
     }
 
-    pub fn remember_absent(&mut self, parent: u64, name: &str, until: Instant) {
+    pub(crate) fn remember_absent(&mut self, parent: u64, name: &str, until: Instant) {
         if self.absent.len() >= ABSENT_PRUNE_AT {
             let now = Instant::now();
             self.absent.retain(|_, valid_until| *valid_until > now);
@@ -114,7 +114,7 @@ impl InodeTable {
 
     /// Inserts `inode` under its parent and name, reusing the number if the name is known
     /// with the same kind (so the kernel's view stays stable across refreshes).
-    pub fn upsert(&mut self, inode: Inode) -> u64 {
+    pub(crate) fn upsert(&mut self, inode: Inode) -> u64 {
         let key = (inode.parent, inode.name.clone());
         self.absent.remove(&key);
         if let Some(&ino) = self.children.get(&key)
@@ -150,12 +150,12 @@ impl InodeTable {
     }
 
     /// Forgets the name (the inode stays while open handles may use it).
-    pub fn unlink(&mut self, parent: u64, name: &str) -> Option<u64> {
+    pub(crate) fn unlink(&mut self, parent: u64, name: &str) -> Option<u64> {
         self.children.remove(&(parent, name.to_owned()))
     }
 
     /// Names currently under `parent`.
-    pub fn children_of(&self, parent: u64) -> Vec<(String, u64)> {
+    pub(crate) fn children_of(&self, parent: u64) -> Vec<(String, u64)> {
         self.children
             .range((parent, String::new())..(parent + 1, String::new()))
             .map(|((_, name), ino)| (name.clone(), *ino))
@@ -163,7 +163,7 @@ impl InodeTable {
     }
 
     /// Whether `parent` has at least `count` names in the table.
-    pub fn has_children(&self, parent: u64, count: usize) -> bool {
+    pub(crate) fn has_children(&self, parent: u64, count: usize) -> bool {
         self.children
             .range((parent, String::new())..(parent + 1, String::new()))
             .nth(count.saturating_sub(1))
@@ -171,7 +171,7 @@ impl InodeTable {
     }
 
     /// The kernel was handed an entry for `ino` (lookup, create, mkdir, symlink).
-    pub fn remember(&mut self, ino: u64) {
+    pub(crate) fn remember(&mut self, ino: u64) {
         if let Some(inode) = self.inodes.get_mut(&ino) {
             inode.lookups += 1;
         }
@@ -181,7 +181,7 @@ impl InodeTable {
     /// references leaves the table unless something of ours is pending on it (an
     /// upload, a held change) or it has children still in the table; its parent's
     /// listing then no longer counts as complete.
-    pub fn forget(&mut self, ino: u64, count: u64) {
+    pub(crate) fn forget(&mut self, ino: u64, count: u64) {
         if ino == ROOT_INO {
             return;
         }
@@ -213,7 +213,7 @@ impl InodeTable {
     /// Drops inodes the kernel never held (names a listing showed that nobody looked
     /// up) once they and their directory's listing have expired: they would be fetched
     /// again anyway. Returns how many went.
-    pub fn prune_unreferenced(&mut self, now: Instant) -> usize {
+    pub(crate) fn prune_unreferenced(&mut self, now: Instant) -> usize {
         let listing_expired = |parent: Option<&Inode>| {
             parent.is_none_or(|p| p.listing_valid_until.is_none_or(|until| until <= now))
         };
@@ -246,12 +246,12 @@ impl InodeTable {
     }
 
     /// How many inodes the table holds.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.inodes.len()
     }
 
     /// Moves `ino` to a new parent and name, rewriting the paths of everything below it.
-    pub fn rename(&mut self, ino: u64, new_parent: u64, new_name: &str, new_path: String) {
+    pub(crate) fn rename(&mut self, ino: u64, new_parent: u64, new_name: &str, new_path: String) {
         let Some(inode) = self.inodes.get_mut(&ino) else {
             return;
         };
@@ -276,14 +276,14 @@ impl InodeTable {
     }
 
     /// Every inode with an upload in progress (for unmount).
-    pub fn active_writes(&self) -> Vec<Arc<ActiveWrite>> {
+    pub(crate) fn active_writes(&self) -> Vec<Arc<ActiveWrite>> {
         self.inodes
             .values()
             .filter_map(|inode| inode.active_write.clone())
             .collect()
     }
 
-    pub fn inodes(&self) -> impl Iterator<Item = (&u64, &Inode)> {
+    pub(crate) fn inodes(&self) -> impl Iterator<Item = (&u64, &Inode)> {
         self.inodes.iter()
     }
 }

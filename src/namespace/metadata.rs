@@ -8,18 +8,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Attributes found in (or destined for) an object's metadata; absent ones fall back to
 /// the mount's defaults and the object's Last-Modified.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PosixMetadata {
+pub(crate) struct PosixMetadata {
     /// Full st_mode including the file type bits.
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub mtime: Option<SystemTime>,
+    pub(crate) mode: Option<u32>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) mtime: Option<SystemTime>,
 }
 
 impl PosixMetadata {
     /// Reads the attributes from metadata names as the SDK gives them (no `x-amz-meta-`
     /// prefix, any case). Unparsable values are ignored, not errors: other tools wrote them.
-    pub fn decode(metadata: &HashMap<String, String>) -> Self {
+    pub(crate) fn decode(metadata: &HashMap<String, String>) -> Self {
         let mut decoded = Self::default();
         for (name, value) in metadata {
             let value = value.trim();
@@ -35,7 +35,7 @@ impl PosixMetadata {
     }
 
     /// Writes the present attributes into `metadata`, replacing ours and keeping the rest.
-    pub fn encode_into(&self, metadata: &mut HashMap<String, String>) {
+    pub(crate) fn encode_into(&self, metadata: &mut HashMap<String, String>) {
         if let Some(mode) = self.mode {
             metadata.insert("mode".to_owned(), mode.to_string());
         }
@@ -52,7 +52,7 @@ impl PosixMetadata {
 }
 
 /// `1700000000`, `1700000000.5` or `1700000000.123456789` (rclone drops trailing zeros).
-pub fn parse_seconds(text: &str) -> Option<SystemTime> {
+pub(crate) fn parse_seconds(text: &str) -> Option<SystemTime> {
     let (whole, fraction) = match text.split_once('.') {
         Some((whole, fraction)) => (whole, fraction),
         None => (text, ""),
@@ -75,7 +75,7 @@ pub fn parse_seconds(text: &str) -> Option<SystemTime> {
 }
 
 /// `sec.nnnnnnnnn`, which both s3fs-fuse and rclone read exactly.
-pub fn format_seconds(time: SystemTime) -> String {
+pub(crate) fn format_seconds(time: SystemTime) -> String {
     match time.duration_since(UNIX_EPOCH) {
         Ok(since) => format!("{}.{:09}", since.as_secs(), since.subsec_nanos()),
         Err(before) => format!("-{}", before.duration().as_secs()),

@@ -24,7 +24,7 @@ struct Usage {
 }
 
 #[derive(Debug)]
-pub struct MemoryBudget {
+pub(crate) struct MemoryBudget {
     limit: u64,
     usage: Mutex<Usage>,
     freed: Condvar,
@@ -32,7 +32,7 @@ pub struct MemoryBudget {
 
 /// Bytes held against the budget; released on drop.
 #[derive(Debug)]
-pub struct Reservation {
+pub(crate) struct Reservation {
     budget: Arc<MemoryBudget>,
     bytes: u64,
     uploading: bool,
@@ -40,7 +40,7 @@ pub struct Reservation {
 
 /// Why a wait for memory ended without it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WaitFailure {
+pub(crate) enum WaitFailure {
     /// Nothing was given back for the whole stall bound, or nothing is being uploaded
     /// that could give memory back (open idle files hold it all).
     Stalled,
@@ -57,7 +57,7 @@ const IDLE_GRACE: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(100);
 
 impl MemoryBudget {
-    pub fn new(limit: u64) -> Arc<Self> {
+    pub(crate) fn new(limit: u64) -> Arc<Self> {
         Arc::new(Self {
             limit,
             usage: Mutex::new(Usage::default()),
@@ -65,7 +65,7 @@ impl MemoryBudget {
         })
     }
 
-    pub fn limit(&self) -> u64 {
+    pub(crate) fn limit(&self) -> u64 {
         self.limit
     }
 
@@ -77,7 +77,7 @@ impl MemoryBudget {
     }
 
     /// Reserves `bytes` if they are free right now.
-    pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+    pub(crate) fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
         let mut usage = self.usage();
         self.grant(&mut usage, bytes.min(self.limit))
     }
@@ -86,7 +86,7 @@ impl MemoryBudget {
     /// memory back. The wait fails when no memory comes back for `stall`, when nothing
     /// is uploading for [`IDLE_GRACE`] (so only a close elsewhere could help), when
     /// `cancelled` turns true, or when the budget is closed.
-    pub fn reserve_waiting(
+    pub(crate) fn reserve_waiting(
         self: &Arc<Self>,
         bytes: u64,
         stall: Duration,
@@ -127,7 +127,7 @@ impl MemoryBudget {
     }
 
     /// Ends every wait with [`WaitFailure::Closed`] (unmount); later waits fail at once.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.usage().closed = true;
         self.freed.notify_all();
     }
@@ -151,19 +151,19 @@ impl MemoryBudget {
     }
 
     /// The most ever reserved at once since the mount started.
-    pub fn high_water(&self) -> u64 {
+    pub(crate) fn high_water(&self) -> u64 {
         self.usage().high_water
     }
 }
 
 impl Reservation {
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 
     /// Marks these bytes as on their way to S3: they will come back without any
     /// writer's help, so waiters keep waiting for them.
-    pub fn start_upload(&mut self) {
+    pub(crate) fn start_upload(&mut self) {
         if !self.uploading {
             self.uploading = true;
             self.budget.usage().uploading += self.bytes;

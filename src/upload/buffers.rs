@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-pub struct BufferPool {
+pub(crate) struct BufferPool {
     /// Idle buffers, oldest first.
     free: Mutex<Vec<Vec<u8>>>,
     keep: usize,
@@ -19,7 +19,7 @@ impl BufferPool {
     /// A pool keeping at most `keep` idle buffers of at most `keep_bytes` together: this
     /// memory is outside the budget's count, so it must stay small whatever part sizes
     /// the files of the mount have gone through.
-    pub fn new(keep: usize, keep_bytes: usize) -> Self {
+    pub(crate) fn new(keep: usize, keep_bytes: usize) -> Self {
         Self {
             free: Mutex::new(Vec::new()),
             keep,
@@ -28,7 +28,7 @@ impl BufferPool {
     }
 
     /// An empty buffer of exactly `capacity` bytes, reused when one is idle.
-    pub fn take(&self, capacity: usize) -> Vec<u8> {
+    pub(crate) fn take(&self, capacity: usize) -> Vec<u8> {
         let mut free = self
             .free
             .lock()
@@ -44,7 +44,7 @@ impl BufferPool {
     }
 
     /// Takes back an uploaded part's bytes if nothing else still refers to them.
-    pub fn give_back(&self, data: Bytes) {
+    pub(crate) fn give_back(&self, data: Bytes) {
         let Ok(unique) = data.try_into_mut() else {
             return;
         };

@@ -1,11 +1,11 @@
 //! The write pipeline: part schedule, memory budget, per-object writers and the
 //! mount-wide upload pool they feed.
 
-pub mod budget;
-pub mod buffers;
-pub mod pool;
-pub mod schedule;
-pub mod writer;
+pub(crate) mod budget;
+pub(crate) mod buffers;
+pub(crate) mod pool;
+pub(crate) mod schedule;
+pub(crate) mod writer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,17 +16,17 @@ use pool::UploadPool;
 use schedule::PartSchedule;
 
 /// What every writer of the mount shares.
-pub struct UploadContext {
-    pub store: Arc<dyn ObjectStore>,
-    pub pool: UploadPool,
-    pub budget: Arc<MemoryBudget>,
-    pub schedule: PartSchedule,
+pub(crate) struct UploadContext {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) pool: UploadPool,
+    pub(crate) budget: Arc<MemoryBudget>,
+    pub(crate) schedule: PartSchedule,
     /// How long one part (or small object) keeps being retried before the upload fails.
-    pub retry_budget: Duration,
+    pub(crate) retry_budget: Duration,
 }
 
 impl UploadContext {
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<dyn ObjectStore>,
         schedule: PartSchedule,
         memory_budget: u64,
@@ -47,13 +47,13 @@ impl UploadContext {
 impl UploadContext {
     /// How long a blocked writer waits with no memory coming back at all: a part in
     /// flight ends (uploaded or failed) within its retry budget plus one request.
-    pub fn stall_bound(&self) -> Duration {
+    pub(crate) fn stall_bound(&self) -> Duration {
         self.retry_budget + Duration::from_secs(30)
     }
 
     /// Waits, without holding any writer's lock, for what a blocked writer needs:
     /// a reservation to hand over with `give_spare`, or room in the upload backlog.
-    pub fn wait_for(
+    pub(crate) fn wait_for(
         &self,
         need: writer::Need,
         cancelled: &dyn Fn() -> bool,

@@ -30,7 +30,7 @@ struct Progress {
 
 /// One file's multipart upload as its parts flow through the pool.
 #[derive(Debug)]
-pub struct MultipartUpload {
+pub(crate) struct MultipartUpload {
     key: String,
     /// Metadata sent with CreateMultipartUpload.
     headers: ObjectHeaders,
@@ -43,7 +43,7 @@ pub struct MultipartUpload {
 }
 
 impl MultipartUpload {
-    pub fn new(key: String, headers: ObjectHeaders) -> Arc<Self> {
+    pub(crate) fn new(key: String, headers: ObjectHeaders) -> Arc<Self> {
         Arc::new(Self {
             key,
             headers,
@@ -54,7 +54,7 @@ impl MultipartUpload {
         })
     }
 
-    pub fn headers(&self) -> &ObjectHeaders {
+    pub(crate) fn headers(&self) -> &ObjectHeaders {
         &self.headers
     }
 
@@ -92,19 +92,19 @@ impl MultipartUpload {
         Ok(created)
     }
 
-    pub fn upload_id(&self) -> Option<String> {
+    pub(crate) fn upload_id(&self) -> Option<String> {
         self.upload_id
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
 
-    pub fn failure(&self) -> Option<String> {
+    pub(crate) fn failure(&self) -> Option<String> {
         self.progress().failure.clone()
     }
 
     /// Records the first failure; later ones add nothing.
-    pub fn fail(&self, reason: String) {
+    pub(crate) fn fail(&self, reason: String) {
         let mut progress = self.progress();
         if progress.failure.is_none() {
             progress.failure = Some(reason);
@@ -117,14 +117,14 @@ impl MultipartUpload {
     /// still in flight may land after the abort (S3 may keep them), or the upload may
     /// not be created yet: then the worker that finishes the last of them aborts it
     /// once more ([`MultipartUpload::part_finished`]). Safe to call again.
-    pub fn abort(&self, aborter: &Aborter) {
+    pub(crate) fn abort(&self, aborter: &Aborter) {
         self.abort_with(aborter, false);
     }
 
     /// Like [`MultipartUpload::abort`], but the request goes out on the abort thread:
     /// for callers that must answer at once (a killed writer's close, unlink, unmount)
     /// whatever state the server is in.
-    pub fn abort_in_background(&self, aborter: &Aborter) {
+    pub(crate) fn abort_in_background(&self, aborter: &Aborter) {
         self.abort_with(aborter, true);
     }
 
@@ -155,7 +155,7 @@ impl MultipartUpload {
     }
 
     /// Waits until no part is in flight; returns the finished parts in order.
-    pub fn wait_for_parts(&self) -> Result<Vec<UploadedPart>, String> {
+    pub(crate) fn wait_for_parts(&self) -> Result<Vec<UploadedPart>, String> {
         let mut progress = self.progress();
         while progress.in_flight > 0 {
             progress = self
@@ -199,7 +199,7 @@ struct PartJob {
 /// Aborts multipart uploads; one that cannot be aborted now (server unreachable) is
 /// retried in the background until it is, so no upload is left to cost money.
 #[derive(Clone)]
-pub struct Aborter {
+pub(crate) struct Aborter {
     store: Arc<dyn ObjectStore>,
     retry: Sender<(String, String)>,
     retry_budget: Duration,
@@ -211,7 +211,7 @@ const ABORT_RETRY_FOR: Duration = Duration::from_secs(3600);
 
 impl Aborter {
     /// Hands the abort to the abort thread, which tries it at once and then retries.
-    pub fn abort_later(&self, key: &str, upload_id: &str) {
+    pub(crate) fn abort_later(&self, key: &str, upload_id: &str) {
         if self
             .retry
             .send((key.to_owned(), upload_id.to_owned()))
@@ -221,7 +221,7 @@ impl Aborter {
         }
     }
 
-    pub fn abort(&self, key: &str, upload_id: &str) {
+    pub(crate) fn abort(&self, key: &str, upload_id: &str) {
         match self.store.abort_multipart_upload(key, upload_id) {
             Ok(()) => info!("aborted multipart upload of {key:?}"),
             Err(e) => {
@@ -293,7 +293,7 @@ impl Backlog {
     }
 }
 
-pub struct UploadPool {
+pub(crate) struct UploadPool {
     jobs: Mutex<Option<Sender<PartJob>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     aborter: Mutex<Option<Aborter>>,
@@ -302,7 +302,7 @@ pub struct UploadPool {
 }
 
 impl UploadPool {
-    pub fn start(
+    pub(crate) fn start(
         store: Arc<dyn ObjectStore>,
         workers: usize,
         retry_budget: Duration,
@@ -350,19 +350,19 @@ impl UploadPool {
     }
 
     /// Recycled part buffers, shared with the writers that fill them.
-    pub fn buffers(&self) -> &BufferPool {
+    pub(crate) fn buffers(&self) -> &BufferPool {
         &self.buffers
     }
 
     /// Whether a part handed over now would be uploaded soon, rather than wait in memory.
-    pub fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         *self.backlog.count() < self.backlog.limit
     }
 
     /// Waits until [`has_room`](Self::has_room), at most `bound`; false if there is
     /// still none. Progress needs no memory, and every queued part ends (uploaded or
     /// failed) within its retry budget, so the bound is only a guard.
-    pub fn wait_for_room(&self, bound: Duration) -> bool {
+    pub(crate) fn wait_for_room(&self, bound: Duration) -> bool {
         let deadline = std::time::Instant::now() + bound;
         let mut count = self.backlog.count();
         while *count >= self.backlog.limit {
@@ -381,7 +381,7 @@ impl UploadPool {
     }
 
     /// The aborter of this pool (None once shut down).
-    pub fn aborter(&self) -> Option<Aborter> {
+    pub(crate) fn aborter(&self) -> Option<Aborter> {
         self.aborter
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -390,7 +390,7 @@ impl UploadPool {
 
     /// Queues a part. The channel is unbounded on purpose: its length is already
     /// bounded by the memory budget, since every queued part holds a reservation.
-    pub fn submit(
+    pub(crate) fn submit(
         &self,
         upload: &Arc<MultipartUpload>,
         part_number: u32,
@@ -425,7 +425,7 @@ impl UploadPool {
     }
 
     /// Stops taking parts and waits for the workers to finish the queued ones.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         self.jobs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -7,22 +7,22 @@
 //! 5 TiB object limit. The ceiling is the smaller of 5 GiB (S3's part limit) and half
 //! the memory budget, so that one part can upload while the next one fills.
 
-pub const MIN_PART_SIZE: u64 = 5 << 20;
-pub const MAX_PART_SIZE: u64 = 5 << 30;
-pub const MAX_PARTS: u32 = 10_000;
-pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
+pub(crate) const MIN_PART_SIZE: u64 = 5 << 20;
+pub(crate) const MAX_PART_SIZE: u64 = 5 << 30;
+pub(crate) const MAX_PARTS: u32 = 10_000;
+pub(crate) const MAX_OBJECT_SIZE: u64 = 5 << 40;
 /// Parts per tier of equal size; each tier doubles the previous tier's size.
-pub const PARTS_PER_TIER: u32 = 500;
+pub(crate) const PARTS_PER_TIER: u32 = 500;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PartSchedule {
+pub(crate) struct PartSchedule {
     first_part_size: u64,
     largest_part_size: u64,
 }
 
 impl PartSchedule {
     /// A schedule starting at `first_part_size` whose parts fit twice into `memory_budget`.
-    pub fn new(first_part_size: u64, memory_budget: u64) -> Result<Self, String> {
+    pub(crate) fn new(first_part_size: u64, memory_budget: u64) -> Result<Self, String> {
         if first_part_size < MIN_PART_SIZE {
             return Err(format!(
                 "part size {} is below S3's minimum of 5MiB",
@@ -49,7 +49,7 @@ impl PartSchedule {
     }
 
     /// Size of part `part_number` (1-based) when it is not the last part.
-    pub fn part_size(&self, part_number: u32) -> u64 {
+    pub(crate) fn part_size(&self, part_number: u32) -> u64 {
         let tier = (part_number.max(1) - 1) / PARTS_PER_TIER;
         // Past 33 doublings every size is above the ceiling anyway.
         let grown = self.first_part_size.saturating_mul(1u64 << tier.min(33));
@@ -57,7 +57,7 @@ impl PartSchedule {
     }
 
     /// Offset of the first byte of part `part_number` (1-based); for 10,001 the end of the last.
-    pub fn part_start(&self, part_number: u32) -> u64 {
+    pub(crate) fn part_start(&self, part_number: u32) -> u64 {
         let index = part_number.max(1) - 1;
         let mut start = 0u64;
         let mut tier_first = 0u32;
@@ -69,7 +69,8 @@ impl PartSchedule {
     }
 
     /// The part that holds byte `offset`.
-    pub fn part_containing(&self, offset: u64) -> u32 {
+    #[cfg(test)]
+    fn part_containing(&self, offset: u64) -> u32 {
         let mut start = 0u64;
         let mut tier_first = 0u32;
         loop {
@@ -84,17 +85,14 @@ impl PartSchedule {
     }
 
     /// The largest file this schedule can upload within 10,000 parts (at most 5 TiB).
-    pub fn max_file_size(&self) -> u64 {
+    pub(crate) fn max_file_size(&self) -> u64 {
         self.part_start(MAX_PARTS + 1).min(MAX_OBJECT_SIZE)
     }
 
     /// The largest part buffer a writer needs: the memory one huge file implies per part.
-    pub fn largest_part_size(&self) -> u64 {
+    #[cfg(test)]
+    fn largest_part_size(&self) -> u64 {
         self.part_size(MAX_PARTS)
-    }
-
-    pub fn first_part_size(&self) -> u64 {
-        self.first_part_size
     }
 }
 

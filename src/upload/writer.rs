@@ -15,7 +15,7 @@ use crate::s3::{ObjectHeaders, composite_checksum, crc32c_base64};
 
 /// Why a write was refused.
 #[derive(Debug, Clone, PartialEq)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     /// Past the largest file the part schedule reaches.
     TooLarge { max: u64 },
     /// Into bytes already handed to the upload pool.
@@ -27,7 +27,7 @@ pub enum WriteError {
 }
 
 impl WriteError {
-    pub fn errno(&self) -> i32 {
+    pub(crate) fn errno(&self) -> i32 {
         match self {
             WriteError::TooLarge { .. } => libc::EFBIG,
             WriteError::AlreadyUploaded { .. } => libc::EINVAL,
@@ -39,7 +39,7 @@ impl WriteError {
 /// How far a write got. A writer never waits itself: it says what it needs, and the
 /// caller waits for that without holding the writer's lock, then calls again.
 #[derive(Debug, PartialEq, Eq)]
-pub enum WriteProgress {
+pub(crate) enum WriteProgress {
     Done,
     /// The next part must wait; `written` bytes were taken. Get what `need` names
     /// ([`crate::upload::UploadContext::wait_for`]), hand any reservation over with
@@ -52,7 +52,7 @@ pub enum WriteProgress {
 
 /// What a blocked writer waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Need {
+pub(crate) enum Need {
     /// A reservation of this many bytes from the memory budget.
     Memory(u64),
     /// Room in the upload pool's backlog.
@@ -102,7 +102,7 @@ enum State {
     Discarded,
 }
 
-pub struct ObjectWriter {
+pub(crate) struct ObjectWriter {
     context: Arc<UploadContext>,
     key: String,
     headers: ObjectHeaders,
@@ -128,7 +128,7 @@ impl Source<'_> {
 }
 
 impl ObjectWriter {
-    pub fn new(context: Arc<UploadContext>, key: String, headers: ObjectHeaders) -> Self {
+    pub(crate) fn new(context: Arc<UploadContext>, key: String, headers: ObjectHeaders) -> Self {
         Self {
             context,
             key,
@@ -141,17 +141,17 @@ impl ObjectWriter {
 
     /// Memory a caller reserved while waiting on this writer's behalf; used by the
     /// next part that needs as much (and returned to the budget if none does).
-    pub fn give_spare(&mut self, reservation: Reservation) {
+    pub(crate) fn give_spare(&mut self, reservation: Reservation) {
         self.spare = Some(reservation);
     }
 
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         &self.key
     }
 
     /// Uploads not yet started use the new key; used by rename of a file being written.
     /// (An empty completion is not started either: dd's first close; writes restart it.)
-    pub fn set_key(&mut self, key: String) -> bool {
+    pub(crate) fn set_key(&mut self, key: String) -> bool {
         match &self.state {
             State::Writing(parts) if parts.upload.is_none() => {
                 self.key = key;
@@ -167,17 +167,17 @@ impl ObjectWriter {
         }
     }
 
-    pub fn headers(&self) -> &ObjectHeaders {
+    pub(crate) fn headers(&self) -> &ObjectHeaders {
         &self.headers
     }
 
     /// Metadata changes (chmod, utimes) ride along with the upload.
-    pub fn set_headers(&mut self, headers: ObjectHeaders) {
+    pub(crate) fn set_headers(&mut self, headers: ObjectHeaders) {
         self.headers = headers;
     }
 
     /// Logical size: the end of the furthest byte written.
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         match &self.state {
             State::Writing(parts) => parts.size,
             State::Completed { size } => *size,
@@ -185,29 +185,29 @@ impl ObjectWriter {
         }
     }
 
-    pub fn is_completed(&self) -> bool {
+    pub(crate) fn is_completed(&self) -> bool {
         matches!(self.state, State::Completed { .. } | State::Discarded)
     }
 
     /// Completed with bytes, or discarded: nothing more can change the object. (An
     /// empty completion is not final: dd closes a duplicate before it writes.)
-    pub fn is_final(&self) -> bool {
+    pub(crate) fn is_final(&self) -> bool {
         matches!(self.state, State::Completed { size } if size > 0)
             || matches!(self.state, State::Discarded)
     }
 
     /// Completed as an empty object (dd's first close): later writes restart it.
-    pub fn is_empty_completion(&self) -> bool {
+    pub(crate) fn is_empty_completion(&self) -> bool {
         matches!(self.state, State::Completed { size: 0 })
     }
 
     /// Still taking bytes for an upload not yet completed.
-    pub fn is_writing(&self) -> bool {
+    pub(crate) fn is_writing(&self) -> bool {
         matches!(self.state, State::Writing(_))
     }
 
     /// Failed, or a part of its upload failed already (the close will report it).
-    pub fn has_failed(&self) -> bool {
+    pub(crate) fn has_failed(&self) -> bool {
         match &self.state {
             State::Failed(_) => true,
             State::Writing(parts) => parts
@@ -218,7 +218,7 @@ impl ObjectWriter {
         }
     }
 
-    pub fn failure(&self) -> Option<&str> {
+    pub(crate) fn failure(&self) -> Option<&str> {
         match &self.state {
             State::Failed(reason) => Some(reason),
             _ => None,
@@ -226,7 +226,7 @@ impl ObjectWriter {
     }
 
     /// Writes `data` at `offset`. Never waits: see [`WriteProgress::NeedsMemory`].
-    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<WriteProgress, WriteError> {
+    pub(crate) fn write(&mut self, offset: u64, data: &[u8]) -> Result<WriteProgress, WriteError> {
         if let State::Completed { size: 0 } = self.state {
             // Completed empty (dd closes a duplicate before writing): start over.
             self.state = State::Writing(Parts::empty());
@@ -408,7 +408,7 @@ impl ObjectWriter {
     /// Truncates to `size`: extending fills zeros, shrinking works only to 0 and only
     /// while nothing has been uploaded yet. Extending may stop short for memory, like
     /// a write: call again after waiting for the need.
-    pub fn truncate(&mut self, size: u64) -> Result<WriteProgress, WriteError> {
+    pub(crate) fn truncate(&mut self, size: u64) -> Result<WriteProgress, WriteError> {
         let current_size = self.size();
         if size > current_size {
             let max = self.context.schedule.max_file_size();
@@ -446,7 +446,7 @@ impl ObjectWriter {
 
     /// Makes the object appear in S3 with exactly the bytes written, or fails and
     /// leaves no object and no multipart upload. Idempotent.
-    pub fn commit(&mut self) -> Result<(), String> {
+    pub(crate) fn commit(&mut self) -> Result<(), String> {
         self.spare = None;
         let parts = match std::mem::replace(&mut self.state, State::Discarded) {
             State::Writing(parts) => parts,
@@ -645,14 +645,14 @@ impl ObjectWriter {
 
     /// Drops everything written and aborts the upload because the file was unlinked:
     /// later writes are accepted and go nowhere, as POSIX has it for an unlinked file.
-    pub fn discard(&mut self, why: &str) {
+    pub(crate) fn discard(&mut self, why: &str) {
         self.stop(why, State::Discarded);
     }
 
     /// Aborts the upload (the mount is going away, the writer was killed) unless it is
     /// completed or failed already; true if it did. Later writes and the close fail
     /// with EIO, so a writer still there learns that its file did not make it.
-    pub fn abort_unfinished(&mut self, why: &str) -> bool {
+    pub(crate) fn abort_unfinished(&mut self, why: &str) -> bool {
         if self.is_completed() || self.failure().is_some() {
             return false;
         }

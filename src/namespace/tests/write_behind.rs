@@ -24,7 +24,7 @@ fn a_held_change_younger_than_the_delay_is_not_sent_by_the_flusher() {
     let ino = fx.put("f", b"data");
     fx.chmod(ino, 0o600).unwrap();
     fx.ns
-        .apply_pending_metadata(super::super::PENDING_METADATA_DELAY);
+        .apply_pending_metadata(super::super::write_behind::PENDING_METADATA_DELAY);
     assert_eq!(fx.store.count("CopyObject"), 0);
 }
 

@@ -1,0 +1,68 @@
+//! Names and keys: the object key and directory-marker key of a path under the mount
+//! prefix, and which names S3 can store and a directory entry can show.
+
+use log::warn;
+
+use super::inode::Kind;
+use super::*;
+
+/// S3's limit on key length, in bytes.
+pub(super) const MAX_KEY_LEN: usize = 1024;
+
+impl Namespace {
+    pub(super) fn object_key(&self, path: &str) -> String {
+        format!("{}{}", self.config.prefix, path)
+    }
+
+    pub(super) fn marker_key(&self, path: &str) -> String {
+        if path.is_empty() {
+            self.config.prefix.clone()
+        } else {
+            format!("{}{}/", self.config.prefix, path)
+        }
+    }
+
+    /// The path of `name` under `parent`, checked to be a name S3 can store.
+    pub(super) fn child_path(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+    ) -> FsResult<(String, String)> {
+        let name = name.to_str().ok_or_else(|| {
+            warn!("name {name:?} is not UTF-8, which S3 keys must be: EINVAL");
+            libc::EINVAL
+        })?;
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(libc::EINVAL);
+        }
+        let table = self.table();
+        let parent_inode = table.get(parent).ok_or(libc::ENOENT)?;
+        if parent_inode.kind != Kind::Directory {
+            return Err(libc::ENOTDIR);
+        }
+        let path = if parent_inode.path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", parent_inode.path)
+        };
+        // +1 for the `/` of a directory marker.
+        if self.config.prefix.len() + path.len() + 1 > MAX_KEY_LEN {
+            warn!("{path:?}: key would exceed S3's 1024 bytes: ENAMETOOLONG");
+            return Err(libc::ENAMETOOLONG);
+        }
+        Ok((name.to_owned(), path))
+    }
+}
+
+pub(super) fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// Keys whose names a directory entry cannot show (and that could escape the prefix).
+pub(super) fn is_representable(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/')
+}
