@@ -885,8 +885,8 @@ fn a_failed_directory_rename_leaves_no_partial_tree() {
 }
 
 /// A name whose delete is still queued (the file was renamed away a moment ago) is
-/// taken by a rename that then fails (EBUSY: the source's upload has started): the old
-/// object must not come back. The queued delete is sent by the rename itself, not
+/// taken by a rename that then fails (its copy keeps failing): the old object must not
+/// come back. The queued delete is sent by the rename itself, not
 /// dropped.
 #[test]
 fn a_queued_delete_taken_over_by_a_failed_rename_is_still_sent() {
@@ -905,11 +905,10 @@ fn a_queued_delete_taken_over_by_a_failed_rename_is_still_sent() {
     );
     fs::rename(mount.join("first"), mount.join("first-moved")).expect("mv first");
     fs::rename(mount.join("b"), mount.join("c")).expect("mv b c");
-    let mut file = fs::File::create(mount.join("x")).expect("create");
-    file.write_all(&random_bytes(3 * PART, 5)).expect("write");
-    let error = fs::rename(mount.join("x"), mount.join("b")).expect_err("x is being uploaded");
-    assert_eq!(error.raw_os_error(), Some(libc::EBUSY));
-    close_checked(file).expect("close");
+    fs::write(mount.join("x"), "x").expect("write x");
+    proxy.set_fault(Op::CopyObject, When::Always, Fault::InternalError);
+    let error = fs::rename(mount.join("x"), mount.join("b")).expect_err("x cannot be copied");
+    assert_eq!(error.raw_os_error(), Some(libc::EIO));
     proxy.clear();
     std::thread::sleep(Duration::from_secs(5));
     let client = server.client();

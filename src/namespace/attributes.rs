@@ -12,6 +12,7 @@ use log::warn;
 
 use super::inode::{Inode, Kind, ROOT_INO};
 use super::metadata::PosixMetadata;
+use super::paths::content_type_for;
 use super::*;
 use crate::s3::ObjectHeaders;
 use crate::upload::writer::WriteProgress;
@@ -49,6 +50,7 @@ impl Namespace {
             kind,
             size: 0,
             metadata: PosixMetadata::default(),
+            foreign: None,
             last_modified: SystemTime::now(),
             metadata_loaded: false,
             valid_until: Instant::now() + self.config.attr_ttl,
@@ -59,22 +61,39 @@ impl Namespace {
         }
     }
 
+    /// The headers an object is written or copied with: `base` (what the object
+    /// carries that is not ours: other tools' metadata, its Content-Type) with our
+    /// POSIX attributes over it, and `content_type` when given.
     pub(super) fn headers_for(
         metadata: &PosixMetadata,
+        base: Option<&ObjectHeaders>,
         content_type: Option<&str>,
     ) -> ObjectHeaders {
-        let mut headers = ObjectHeaders {
-            content_type: content_type.map(str::to_owned),
-            ..ObjectHeaders::default()
-        };
+        let mut headers = base.cloned().unwrap_or_default();
+        if let Some(content_type) = content_type {
+            headers.content_type = Some(content_type.to_owned());
+        }
         metadata.encode_into(&mut headers.metadata);
         headers
+    }
+
+    /// The headers a file's object is rewritten with (a copy onto itself, a rename, a
+    /// truncation): its foreign headers kept, its Content-Type kept or, when it has
+    /// none we know of, the one its name gives.
+    pub(super) fn file_headers(
+        metadata: &PosixMetadata,
+        foreign: Option<&ObjectHeaders>,
+        path: &str,
+    ) -> ObjectHeaders {
+        let known = foreign.is_some_and(|f| f.content_type.is_some());
+        let guessed = (!known).then(|| content_type_for(path));
+        Self::headers_for(metadata, foreign, guessed.as_deref())
     }
 
     pub(crate) fn setattr(&self, ino: u64, changes: AttributeChanges) -> FsResult<Attributes> {
         self.check_writable()?;
         let current = self.getattr(ino)?;
-        let (path, kind, active, mut metadata) = {
+        let (path, kind, active, mut metadata, foreign) = {
             let table = self.table();
             let inode = table.get(ino).ok_or(libc::ENOENT)?;
             (
@@ -82,6 +101,7 @@ impl Namespace {
                 inode.kind,
                 inode.active_write.clone(),
                 inode.metadata,
+                inode.foreign.clone(),
             )
         };
         // A finished upload still attached to its inode (closed, not yet released) takes
@@ -112,8 +132,8 @@ impl Namespace {
                 self.truncate_writer(&active, &path, size)?;
             }
             let mut writer = active.writer();
-            let content_type = writer.headers().content_type.clone();
-            writer.set_headers(Self::headers_for(&metadata, content_type.as_deref()));
+            let headers = Self::headers_for(&metadata, Some(writer.headers()), None);
+            writer.set_headers(headers);
             // An empty completion (dd's first close) that nothing restarted is not
             // uploaded again: put the empty object again with the change, now (holding
             // it for the flusher could race with writes that restart the upload).
@@ -132,7 +152,7 @@ impl Namespace {
                     self.put_small(
                         &self.object_key(&path),
                         Bytes::new(),
-                        &Self::headers_for(&metadata, None),
+                        &Self::file_headers(&metadata, foreign.as_deref(), &path),
                     )?;
                 } else if size != current.size {
                     warn!(

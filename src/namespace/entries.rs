@@ -136,7 +136,7 @@ impl Namespace {
         self.put_small(
             &self.object_key(&path),
             body.clone(),
-            &Self::headers_for(&metadata, None),
+            &Self::headers_for(&metadata, None, None),
         )?;
         let mut inode = self.new_inode(parent, &name, &path, Kind::Symlink);
         inode.metadata = metadata;

@@ -14,9 +14,12 @@
 //!     |        multipart upload)  --- empty, and written again (dd closed a
 //!     |                               duplicate first) ---> back to Writing
 //!     |
-//!     +-- a part or Complete failed past the retry budget, the writer was killed,
-//!         unmount --> Failed (upload aborted; writes, close and fsync get EIO)
+//!     +-- a part or Complete failed past the retry budget, unmount
+//!           --> Failed (upload aborted; writes, close and fsync get EIO)
 //! ```
+//!
+//! A writer killed by a signal closes its files through the kernel: its file keeps
+//! what it wrote, as on a local disk (audit M8, POSIX as the issue chose).
 //!
 //! Which close completes (FUSE sends FLUSH for every close and RELEASE after the last,
 //! and an error from RELEASE reaches no program): the opener's close, unless it has
@@ -34,8 +37,10 @@ use log::{debug, info, warn};
 
 use super::inode::Kind;
 use super::metadata::PosixMetadata;
+use super::paths::content_type_for;
 use super::*;
 use crate::read::ObjectReader;
+use crate::s3::ObjectHeaders;
 use crate::upload::writer::{ObjectWriter, WriteProgress};
 
 /// A file's upload while it is open for writing, shared by its handles and its inode.
@@ -104,6 +109,15 @@ impl Namespace {
         fh
     }
 
+    /// A new upload for an open file; the opening process's close completes it.
+    fn start_write(&self, key: String, headers: ObjectHeaders, pid: u32) -> Arc<ActiveWrite> {
+        Arc::new(ActiveWrite {
+            writer: Mutex::new(ObjectWriter::new(Arc::clone(&self.uploads), key, headers)),
+            size: AtomicU64::new(0),
+            opener_tgid: thread_group_of(pid),
+        })
+    }
+
     pub(crate) fn create(
         &self,
         parent: u64,
@@ -124,15 +138,8 @@ impl Namespace {
             gid: Some(gid),
             mtime: Some(SystemTime::now()),
         };
-        let active = Arc::new(ActiveWrite {
-            writer: Mutex::new(ObjectWriter::new(
-                Arc::clone(&self.uploads),
-                self.object_key(&path),
-                Self::headers_for(&metadata, None),
-            )),
-            size: AtomicU64::new(0),
-            opener_tgid: thread_group_of(pid),
-        });
+        let headers = Self::headers_for(&metadata, None, Some(&content_type_for(&path)));
+        let active = self.start_write(self.object_key(&path), headers, pid);
         let mut inode = self.new_inode(parent, &name, &path, Kind::File);
         inode.metadata = metadata;
         inode.metadata_loaded = true;
@@ -158,12 +165,13 @@ impl Namespace {
         if attributes.kind == Kind::Directory {
             return Err(libc::EISDIR);
         }
-        let (path, metadata, being_written) = {
+        let (path, metadata, foreign, being_written) = {
             let table = self.table();
             let inode = table.get(ino).ok_or(libc::ENOENT)?;
             (
                 inode.path.clone(),
                 inode.metadata,
+                inode.foreign.clone(),
                 inode.active_write.clone(),
             )
         };
@@ -205,15 +213,13 @@ impl Namespace {
             mtime: Some(SystemTime::now()),
             ..metadata
         };
-        let active = Arc::new(ActiveWrite {
-            writer: Mutex::new(ObjectWriter::new(
-                Arc::clone(&self.uploads),
-                key,
-                Self::headers_for(&metadata, None),
-            )),
-            size: AtomicU64::new(0),
-            opener_tgid: thread_group_of(pid),
-        });
+        // The new content keeps what other tools set on the object (as a local file
+        // keeps its extended attributes through O_TRUNC), and its Content-Type.
+        let guessed = content_type_for(&path);
+        let keeps_type = foreign.as_ref().is_some_and(|f| f.content_type.is_some());
+        let content_type = (!keeps_type).then_some(guessed.as_str());
+        let headers = Self::headers_for(&metadata, foreign.as_deref(), content_type);
+        let active = self.start_write(key, headers, pid);
         if let Some(inode) = self.table().get_mut(ino) {
             inode.active_write = Some(Arc::clone(&active));
             inode.metadata = metadata;
@@ -375,8 +381,8 @@ impl Namespace {
     /// earlier, and completing then would cut the file short.
     ///
     /// `killed`: the closing process is exiting by a signal (SIGKILL, Ctrl-C), so the
-    /// kernel closes its files and what it wrote is unfinished: the opener's upload is
-    /// aborted, never published under the file's name.
+    /// kernel closes its files. As on a local disk, the file then holds what the process
+    /// wrote: the upload completes with it (and the log says so).
     pub(crate) fn flush(&self, fh: u64, pid: u32, killed: bool) -> FsResult<()> {
         let file = self.handle(fh)?;
         let OpenFile::Writer { ino, active } = &*file else {
@@ -384,15 +390,11 @@ impl Namespace {
         };
         let tgid = thread_group_of(pid);
         let opener = tgid == active.opener_tgid;
-        if killed && (opener || !self.held_elsewhere(*ino, opener)) {
-            let mut writer = active.writer();
-            if writer.abort_unfinished("the writing process was killed") {
-                warn!(
-                    "{:?}: its writer was killed by a signal before closing it: upload aborted, nothing published",
-                    writer.key()
-                );
-            }
-            return Ok(());
+        if killed {
+            info!(
+                "inode {ino}: process {tgid} was killed by a signal with the file open: \
+                 the file keeps what it wrote, as on a local disk"
+            );
         }
         // The last close completes the upload and gets its result. The opener's close is
         // the last unless it handed the descriptor to a child that still holds it; a

@@ -31,6 +31,9 @@ pub(crate) struct Inode {
     pub(crate) kind: Kind,
     pub(crate) size: u64,
     pub(crate) metadata: PosixMetadata,
+    /// What the object carries that is not ours (other tools' metadata, its
+    /// Content-Type), kept on every copy; None when nothing or not known.
+    pub(crate) foreign: Option<std::sync::Arc<crate::s3::ObjectHeaders>>,
     pub(crate) last_modified: SystemTime,
     /// Whether `metadata` came from a HEAD (or our own write), not just a listing.
     pub(crate) metadata_loaded: bool,
@@ -129,12 +132,18 @@ impl InodeTable {
             // its own) must not undo a change we hold and have not sent yet.
             let from_server =
                 inode.pending_metadata_since.is_none() && inode.active_write.is_none();
-            let held = (from_server && pending.is_some())
-                .then_some((existing.metadata, existing.metadata_loaded));
+            let held = (from_server && pending.is_some()).then(|| {
+                (
+                    existing.metadata,
+                    existing.metadata_loaded,
+                    existing.foreign.take(),
+                )
+            });
             *existing = inode;
-            if let Some((metadata, loaded)) = held {
+            if let Some((metadata, loaded, foreign)) = held {
                 existing.metadata = metadata;
                 existing.metadata_loaded = loaded;
+                existing.foreign = foreign;
             }
             existing.active_write = existing.active_write.take().or(active_write);
             existing.pending_metadata_since = existing.pending_metadata_since.or(pending);

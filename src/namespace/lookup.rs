@@ -81,6 +81,7 @@ impl Namespace {
             .map_err(|e| log_s3(&e))?
         {
             inode.metadata = PosixMetadata::decode(&info.metadata);
+            inode.foreign = PosixMetadata::foreign(&info.metadata, info.content_type.as_deref());
             inode.last_modified = info.last_modified;
         }
         inode.metadata_loaded = true;
@@ -109,6 +110,7 @@ impl Namespace {
         let mut inode = self.new_inode(parent, name, path, kind);
         inode.size = info.size;
         inode.metadata = metadata;
+        inode.foreign = PosixMetadata::foreign(&info.metadata, info.content_type.as_deref());
         inode.last_modified = info.last_modified;
         inode.metadata_loaded = true;
         Ok(Some(inode))
@@ -213,6 +215,7 @@ impl Namespace {
                 if inode.kind == fresh.kind {
                     inode.size = fresh.size;
                     inode.metadata = fresh.metadata;
+                    inode.foreign = fresh.foreign;
                     inode.last_modified = fresh.last_modified;
                     inode.metadata_loaded = true;
                     inode.valid_until = fresh.valid_until;

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::s3::ObjectHeaders;
+
 /// Attributes found in (or destined for) an object's metadata; absent ones fall back to
 /// the mount's defaults and the object's Last-Modified.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -34,6 +36,25 @@ impl PosixMetadata {
         decoded
     }
 
+    /// What an object's headers hold beyond ours: other tools' `x-amz-meta-*` entries
+    /// and its Content-Type, to be kept on every copy we make of it. None when empty.
+    pub(crate) fn foreign(
+        metadata: &HashMap<String, String>,
+        content_type: Option<&str>,
+    ) -> Option<std::sync::Arc<ObjectHeaders>> {
+        let metadata: HashMap<String, String> = metadata
+            .iter()
+            .filter(|(name, _)| !is_ours(name))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        (!metadata.is_empty() || content_type.is_some()).then(|| {
+            std::sync::Arc::new(ObjectHeaders {
+                metadata,
+                content_type: content_type.map(str::to_owned),
+            })
+        })
+    }
+
     /// Writes the present attributes into `metadata`, replacing ours and keeping the rest.
     pub(crate) fn encode_into(&self, metadata: &mut HashMap<String, String>) {
         if let Some(mode) = self.mode {
@@ -49,6 +70,14 @@ impl PosixMetadata {
             metadata.insert("mtime".to_owned(), format_seconds(mtime));
         }
     }
+}
+
+/// Whether a metadata name is one of the attributes this codec owns.
+fn is_ours(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "mode" | "uid" | "gid" | "mtime"
+    )
 }
 
 /// `1700000000`, `1700000000.5` or `1700000000.123456789` (rclone drops trailing zeros).

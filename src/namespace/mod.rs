@@ -144,6 +144,7 @@ impl Namespace {
             kind: Kind::Directory,
             size: 0,
             metadata: PosixMetadata::default(),
+            foreign: None,
             last_modified: now,
             metadata_loaded: true,
             valid_until: Instant::now() + Duration::from_secs(u32::MAX as u64),

@@ -54,6 +54,28 @@ impl Namespace {
     }
 }
 
+/// The Content-Type a new object gets from its name, as s3fs sets it; what the name
+/// does not tell is `application/octet-stream`.
+pub(super) fn content_type_for(path: &str) -> String {
+    mime_guess::from_path(path)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+        .to_owned()
+}
+
+/// The Content-Type an object renamed from `old` to `new` should have, when it changes:
+/// the one its new name gives, unless another tool set one deliberately (anything but
+/// what we would have chosen for the old name or a generic binary type). `current`
+/// None means the one we chose for the old name.
+pub(super) fn renamed_content_type(old: &str, new: &str, current: Option<&str>) -> Option<String> {
+    let chosen = content_type_for(old);
+    let current = current.unwrap_or(&chosen);
+    let ours =
+        matches!(current, "application/octet-stream" | "binary/octet-stream") || current == chosen;
+    let wanted = content_type_for(new);
+    (ours && current != wanted).then_some(wanted)
+}
+
 pub(super) fn join(parent: &str, name: &str) -> String {
     if parent.is_empty() {
         name.to_owned()

@@ -12,7 +12,7 @@ use log::{error, warn};
 
 use super::inode::Kind;
 use super::metadata::PosixMetadata;
-use super::paths::MAX_KEY_LEN;
+use super::paths::{MAX_KEY_LEN, renamed_content_type};
 use super::*;
 use crate::s3::ListedObject;
 
@@ -91,13 +91,15 @@ impl Namespace {
         // An earlier rename away from the target name must not delete what lands there
         // (by the copy below, or by an unstarted upload that simply takes the new key).
         self.delete_before_reuse(&target_key)?;
-        let (active, metadata, pending, mut size) = {
+        let (active, metadata, foreign, loaded, pending, mut size) = {
             let mut table = self.table();
             let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
             let pending = inode.pending_metadata_since.take().is_some();
             (
                 inode.active_write.clone(),
                 inode.metadata,
+                inode.foreign.clone(),
+                inode.metadata_loaded,
                 pending,
                 inode.size,
             )
@@ -115,7 +117,17 @@ impl Namespace {
                 .and_then(|inode| inode.active_write.as_ref())
                 .is_some_and(|current| Arc::ptr_eq(current, &active));
             if attached && !writer.is_final() {
+                let retyped = renamed_content_type(
+                    source_path,
+                    target_path,
+                    writer.headers().content_type.as_deref(),
+                );
                 if writer.set_key(target_key.clone()) {
+                    if let Some(content_type) = retyped {
+                        let mut headers = writer.headers().clone();
+                        headers.content_type = Some(content_type);
+                        writer.set_headers(headers);
+                    }
                     // Nothing uploaded yet: the object is simply created under the new
                     // name. What the source key may hold (the object an O_TRUNC open
                     // replaced, dd's empty first close) is gone with the old name.
@@ -128,20 +140,26 @@ impl Namespace {
                     return Ok(());
                 }
                 if !writer.has_failed() {
-                    // Its multipart upload is bound to the old key: completing it early
-                    // would publish a partial file under the new name, completing it
-                    // later at the old key could overwrite a new file of that name.
-                    drop(writer);
-                    if pending && let Some(inode) = self.table().get_mut(ino) {
-                        inode
-                            .pending_metadata_since
-                            .get_or_insert_with(Instant::now);
+                    // Its multipart upload is bound to the old key: the parts uploaded so
+                    // far move to an upload under the new key (through a short-lived
+                    // object under the old one), and the writer goes on writing there.
+                    // Nothing lands under the old key later, so a new file of that name
+                    // (log rotation) is safe.
+                    if let Some(content_type) = retyped {
+                        let mut headers = writer.headers().clone();
+                        headers.content_type = Some(content_type);
+                        writer.set_headers(headers);
                     }
-                    warn!(
-                        "{source_path:?} is being written and its upload has started: \
-                         rename it once it is closed (EBUSY)"
-                    );
-                    return Err(libc::EBUSY);
+                    writer
+                        .move_started_upload(target_key.clone())
+                        .map_err(|_| libc::EIO)?;
+                    drop(writer);
+                    if !self.deletes.schedule(&source_key) {
+                        self.store
+                            .delete_object(&source_key)
+                            .map_err(|e| log_s3(&e))?;
+                    }
+                    return Ok(());
                 }
                 writer.commit().map_err(|_| libc::EIO)?;
             }
@@ -149,7 +167,14 @@ impl Namespace {
         }
         // Pending attribute changes ride along with the copy; otherwise the object's own
         // metadata (including keys other tools wrote) is copied as it is.
-        let replaced = pending.then(|| Self::headers_for(&metadata, None));
+        // So is a Content-Type that the new name changes, when the object's headers are
+        // known (a HEAD or our own write); other tools' metadata stays either way.
+        let current_type = foreign.as_ref().and_then(|f| f.content_type.as_deref());
+        let retyped = renamed_content_type(source_path, target_path, current_type);
+        let replaced = (pending || (loaded && retyped.is_some())).then(|| match &retyped {
+            Some(new_type) => Self::headers_for(&metadata, foreign.as_deref(), Some(new_type)),
+            None => Self::file_headers(&metadata, foreign.as_deref(), source_path),
+        });
         if let Err(error) = self
             .store
             .copy(&source_key, &target_key, replaced.as_ref(), size)
@@ -158,6 +183,12 @@ impl Namespace {
                 inode.pending_metadata_since = Some(Instant::now());
             }
             return Err(log_s3(&error));
+        }
+        if let Some(new_type) = retyped
+            && let Some(inode) = self.table().get_mut(ino)
+            && let Some(foreign) = &mut inode.foreign
+        {
+            Arc::make_mut(foreign).content_type = Some(new_type);
         }
         // The rename has happened once the copy exists; the old key goes in the background.
         if !self.deletes.schedule(&source_key) {

@@ -33,6 +33,17 @@ use crate::s3::{DIRECTORY_CONTENT_TYPE, ObjectHeaders, crc32c_base64};
 /// to carry them, before they are sent on their own.
 pub(super) const PENDING_METADATA_DELAY: Duration = Duration::from_secs(1);
 
+/// A held change due to be sent, as the flusher found it.
+struct Due {
+    ino: u64,
+    since: Instant,
+    path: String,
+    metadata: PosixMetadata,
+    foreign: Option<Arc<ObjectHeaders>>,
+    size: u64,
+    kind: Kind,
+}
+
 impl Namespace {
     /// Before something new lands under `key`: a delete of it still queued (a file
     /// renamed away from this name) is sent now, one in progress waited for.
@@ -73,7 +84,7 @@ impl Namespace {
         self.put_small(
             marker_key,
             Bytes::new(),
-            &Self::headers_for(metadata, Some(DIRECTORY_CONTENT_TYPE)),
+            &Self::headers_for(metadata, None, Some(DIRECTORY_CONTENT_TYPE)),
         )
     }
 
@@ -124,7 +135,7 @@ impl Namespace {
         let now = Instant::now();
         // The change stays held (and so what stat shows) until it has landed: a stat in
         // between must not fetch the object's old attributes over it.
-        let due: Vec<(u64, Instant, String, PosixMetadata, u64, Kind)> = {
+        let due: Vec<Due> = {
             let table = self.table();
             table
                 .inodes()
@@ -133,18 +144,28 @@ impl Namespace {
                     if now.duration_since(since) < min_age {
                         return None;
                     }
-                    Some((
-                        *ino,
+                    Some(Due {
+                        ino: *ino,
                         since,
-                        inode.path.clone(),
-                        inode.metadata,
-                        inode.size,
-                        inode.kind,
-                    ))
+                        path: inode.path.clone(),
+                        metadata: inode.metadata,
+                        foreign: inode.foreign.clone(),
+                        size: inode.size,
+                        kind: inode.kind,
+                    })
                 })
                 .collect()
         };
-        for (ino, since, path, metadata, size, kind) in due {
+        for Due {
+            ino,
+            since,
+            path,
+            metadata,
+            foreign,
+            size,
+            kind,
+        } in due
+        {
             let key = self.object_key(&path);
             if kind != Kind::Directory {
                 // Still held (no rewrite, rename or unlink took it since the snapshot):
@@ -165,13 +186,16 @@ impl Namespace {
                         &self.marker_key(&path),
                         Bytes::new(),
                         &crc32c_base64(&[]),
-                        &Self::headers_for(&metadata, Some(DIRECTORY_CONTENT_TYPE)),
+                        &Self::headers_for(
+                            &metadata,
+                            foreign.as_deref(),
+                            Some(DIRECTORY_CONTENT_TYPE),
+                        ),
                     )
                     .map(|_| ())
             } else {
-                let copied =
-                    self.store
-                        .copy(&key, &key, Some(&Self::headers_for(&metadata, None)), size);
+                let headers = Self::file_headers(&metadata, foreign.as_deref(), &path);
+                let copied = self.store.copy(&key, &key, Some(&headers), size);
                 self.flushing_keys().remove(&key);
                 self.flushed.notify_all();
                 copied

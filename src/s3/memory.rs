@@ -117,7 +117,7 @@ impl MemoryStore {
         self.copy_object_limit.store(limit, Ordering::Relaxed);
     }
 
-    /// Every call so far, in order: `(operation, key)`.
+    /// Every call so far, in order: `(operation, key)`; a part's key is `KEY#NUMBER`.
     pub(crate) fn calls(&self) -> Vec<(&'static str, String)> {
         self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -157,6 +157,11 @@ impl MemoryStore {
                 .collect(),
             content_type: None,
         };
+        self.insert_with(key, body, headers);
+    }
+
+    /// [`Self::insert`] with any headers.
+    pub(crate) fn insert_with(&self, key: &str, body: &[u8], headers: ObjectHeaders) {
         self.bucket().objects.insert(
             key.to_owned(),
             StoredObject {
@@ -395,7 +400,7 @@ impl ObjectStore for MemoryStore {
         body: Bytes,
         checksum_crc32c: &str,
     ) -> Result<String, S3Error> {
-        self.call("UploadPart", key, || {
+        self.call("UploadPart", &format!("{key}#{part_number}"), || {
             if crc32c_base64(&body) != checksum_crc32c {
                 return Err(error(
                     "UploadPart",
@@ -422,36 +427,41 @@ impl ObjectStore for MemoryStore {
         part_number: u32,
         range: Range<u64>,
     ) -> Result<String, S3Error> {
-        self.call("UploadPartCopy", target_key, || {
-            let body = {
-                let bucket = self.bucket();
-                let source = bucket.objects.get(source_key).ok_or_else(|| {
-                    error(
-                        "UploadPartCopy",
-                        source_key,
-                        404,
-                        "NoSuchKey",
-                        "no such key",
-                    )
-                })?;
-                if range.is_empty() || range.end > source.body.len() as u64 {
-                    return Err(error(
-                        "UploadPartCopy",
-                        source_key,
-                        400,
-                        "InvalidArgument",
-                        "the copy range is outside the source",
-                    ));
-                }
-                source.body.slice(range.start as usize..range.end as usize)
-            };
-            let part = Part {
-                etag: etag_of(&body),
-                checksum_crc32c: None,
-                body,
-            };
-            self.add_part("UploadPartCopy", target_key, upload_id, part_number, part)
-        })
+        self.call(
+            "UploadPartCopy",
+            &format!("{target_key}#{part_number}"),
+            || {
+                let body = {
+                    let bucket = self.bucket();
+                    let source = bucket.objects.get(source_key).ok_or_else(|| {
+                        error(
+                            "UploadPartCopy",
+                            source_key,
+                            404,
+                            "NoSuchKey",
+                            "no such key",
+                        )
+                    })?;
+                    if range.is_empty() || range.end > source.body.len() as u64 {
+                        return Err(error(
+                            "UploadPartCopy",
+                            source_key,
+                            400,
+                            "InvalidArgument",
+                            "the copy range is outside the source",
+                        ));
+                    }
+                    source.body.slice(range.start as usize..range.end as usize)
+                };
+                // S3 computes a copied part's checksum when the upload takes checksums.
+                let part = Part {
+                    etag: etag_of(&body),
+                    checksum_crc32c: Some(crc32c_base64(&body)),
+                    body,
+                };
+                self.add_part("UploadPartCopy", target_key, upload_id, part_number, part)
+            },
+        )
     }
 
     fn complete_multipart_upload(

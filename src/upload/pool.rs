@@ -54,6 +54,26 @@ impl MultipartUpload {
         })
     }
 
+    /// An upload that exists on the server already, with `finished` parts in it (a
+    /// rename moved the file's parts there).
+    pub(crate) fn resumed(
+        key: String,
+        headers: ObjectHeaders,
+        upload_id: String,
+        finished: Vec<UploadedPart>,
+    ) -> Arc<Self> {
+        let upload = Self::new(key, headers);
+        *upload
+            .upload_id
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(upload_id);
+        upload.progress().finished = finished
+            .into_iter()
+            .map(|part| (part.part_number, part))
+            .collect();
+        upload
+    }
+
     pub(crate) fn headers(&self) -> &ObjectHeaders {
         &self.headers
     }

@@ -9,6 +9,7 @@
 //! dd duplicate, a forked child).
 
 mod files;
+mod headers;
 mod rename;
 mod uploads;
 mod write_behind;

@@ -20,15 +20,61 @@ fn rename_before_the_upload_starts_moves_the_writer_to_the_new_key() {
 }
 
 #[test]
-fn rename_of_a_file_whose_upload_started_is_ebusy_and_the_file_completes_where_it_was() {
+fn renaming_a_file_while_its_upload_streams_moves_every_byte_to_the_new_name() {
     let fx = Fixture::new();
-    let data = bytes(12 * MIB, 5);
+    let data = bytes(17 * MIB, 5);
     let (_, fh) = fx.create("streaming");
-    fx.write(fh, 0, &data).unwrap();
-    assert_eq!(fx.rename("streaming", "elsewhere").err(), Some(libc::EBUSY));
+    fx.write(fh, 0, &data[..12 * MIB]).unwrap();
+    eventually("the upload started", || !fx.store.uploads().is_empty());
+    fx.rename("streaming", "elsewhere").unwrap();
+    fx.write(fh, 12 * MIB as u64, &data[12 * MIB..]).unwrap();
     fx.close(fh).unwrap();
-    assert_eq!(fx.body("streaming").unwrap(), data);
-    assert!(fx.store.object("elsewhere").is_none());
+    fx.ns.sync_namespace_changes();
+    assert_eq!(fx.body("elsewhere").unwrap(), data);
+    assert!(
+        fx.store.object("streaming").is_none(),
+        "{:?}",
+        fx.store.keys()
+    );
+    assert!(fx.store.uploads().is_empty());
+}
+
+#[test]
+fn log_rotation_while_writing_keeps_both_the_rotated_and_the_new_file() {
+    let fx = Fixture::new();
+    let old = bytes(12 * MIB, 6);
+    let (_, fh) = fx.create("app.log");
+    fx.write(fh, 0, &old).unwrap();
+    eventually("the upload started", || !fx.store.uploads().is_empty());
+    fx.rename("app.log", "app.log.1").unwrap();
+    // The new log is written and closed while the rotated one is still open.
+    fx.put("app.log", b"fresh");
+    fx.write(fh, old.len() as u64, b"last words").unwrap();
+    fx.close(fh).unwrap();
+    fx.ns.sync_namespace_changes();
+    let mut rotated = old.clone();
+    rotated.extend_from_slice(b"last words");
+    assert_eq!(fx.body("app.log.1").unwrap(), rotated);
+    assert_eq!(fx.body("app.log").unwrap(), b"fresh");
+}
+
+#[test]
+fn a_failed_move_of_a_streaming_upload_fails_the_rename_and_leaves_no_partial_object() {
+    let fx = Fixture::with(Options {
+        retry_budget: Duration::from_millis(300),
+        ..Options::default()
+    });
+    let (_, fh) = fx.create("streaming");
+    fx.write(fh, 0, &bytes(12 * MIB, 7)).unwrap();
+    eventually("the upload started", || !fx.store.uploads().is_empty());
+    fx.store.set_hook(|phase, op, key| {
+        (phase == crate::s3::memory::Phase::Before && op == "UploadPartCopy")
+            .then(|| crate::s3::memory::access_denied(op, key))
+    });
+    assert_eq!(fx.rename("streaming", "elsewhere").err(), Some(libc::EIO));
+    assert_eq!(fx.close(fh).err(), Some(libc::EIO));
+    eventually("no upload left", || fx.store.uploads().is_empty());
+    assert!(fx.store.keys().is_empty(), "{:?}", fx.store.keys());
 }
 
 #[test]
