@@ -657,18 +657,25 @@ fn log_rotation_with_mv_while_the_upload_streams_keeps_every_byte_of_both_files(
     file.write_all(&data[..20 * MIB]).expect("first half");
     std::fs::rename(mount.join("app.log"), mount.join("app.log.1")).expect("mv while writing");
     std::fs::write(mount.join("app.log"), "fresh").expect("the new log");
-    file.write_all(&data[20 * MIB..]).expect("the writer goes on");
+    file.write_all(&data[20 * MIB..])
+        .expect("the writer goes on");
     common::close_checked(file).expect("close completes the whole file");
     let client = server.client();
     assert_eq!(client.get("app.log.1").as_deref(), Some(&data[..]));
     let deadline = Instant::now() + Duration::from_secs(10);
     while client.get("app.log").as_deref() != Some(&b"fresh"[..]) {
-        assert!(Instant::now() < deadline, "the new app.log was lost\n{}", mount.log());
+        assert!(
+            Instant::now() < deadline,
+            "the new app.log was lost\n{}",
+            mount.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(client.list_multipart_uploads().is_empty());
     assert_eq!(
-        std::fs::read(mount.join("app.log.1")).expect("read back").len(),
+        std::fs::read(mount.join("app.log.1"))
+            .expect("read back")
+            .len(),
         data.len()
     );
 }

@@ -375,7 +375,15 @@ impl Filesystem for FuseAdapter {
         // Checked here, while the closing thread is surely still exiting.
         let killed = caller::killed(pid);
         self.responders.run("flush", move || {
-            reply_empty(reply, namespace.flush(fh.0, pid, killed))
+            if killed {
+                // The process is dying and can take no answer, but its exit waits for
+                // this one: answer first, then complete (the log has the result), so a
+                // writer is killable even with the server frozen.
+                reply.ok();
+                let _ = namespace.flush(fh.0, pid, killed);
+            } else {
+                reply_empty(reply, namespace.flush(fh.0, pid, killed))
+            }
         });
     }
 
