@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use aws_sdk_s3::config::Credentials;
 use log::{info, warn};
+use s3upfs_local::LocalServer;
 
 use crate::cli::{MountConfig, Source};
 use crate::fs::{Namespace, NamespaceConfig};
 use crate::fuse::FuseAdapter;
-use crate::local_server::LocalServer;
 use crate::s3::{Connection, S3Client, connect};
 use crate::upload::UploadContext;
 

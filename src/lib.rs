@@ -12,14 +12,14 @@
 //!
 //! `cli` and `daemon` sit beside the stack: they parse the command line, prove the
 //! bucket usable and run the mount; `admin` holds the bucket housekeeping commands
-//! (cleanup, lifecycle); `local_server` is the embedded S3 server behind `--local`.
+//! (cleanup, lifecycle). The embedded S3 server behind `--local` is the workspace crate
+//! `s3upfs-local` (`local/`).
 
 pub mod admin;
 pub mod cli;
 pub mod daemon;
 pub mod fs;
 pub mod fuse;
-pub mod local_server;
 pub mod read;
 pub mod s3;
 pub mod size;
