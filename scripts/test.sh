@@ -19,9 +19,10 @@ echo "==                fuse3 $(dpkg-query -W -f='${Version}' fuse3 2>/dev/null 
 echo "==                kernel $(uname -r), $("$S3UPFS_GARAGE_BIN" --version 2>/dev/null | head -n1 || echo 'garage ?')"
 echo "==                $(rustc --version), $(cargo nextest --version 2>/dev/null | head -n1)"
 
-cargo fmt --check
-cargo clippy --all-targets --locked -- -D warnings
+# --workspace: the root package and the embedded server's crate (local/) alike.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 # Two cores: mounts and servers run beside the tests, so keep the test threads low.
-cargo nextest run --locked --no-fail-fast --test-threads 2 "$@"
+cargo nextest run --workspace --locked --no-fail-fast --test-threads 2 "$@"
 # The benchmark harness, once and small, so it cannot rot (its figures are not checked).
 scripts/bench.sh --quick --profile dev

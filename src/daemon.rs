@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use aws_sdk_s3::config::Credentials;
 use log::{info, warn};
+use s3upfs_local::LocalServer;
 
 use crate::cli::{MountConfig, Source};
 use crate::fuse::FuseAdapter;
-use crate::local_server::LocalServer;
 use crate::namespace::{Namespace, NamespaceConfig};
 use crate::s3::{Connection, ObjectStore, SdkStore, connect};
 use crate::upload::UploadContext;

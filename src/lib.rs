@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! fuse     FUSE adapter: kernel requests -> namespace calls, replies (slow ones from other threads)
-//!   fs     namespace: inodes, lookup/readdir, attributes, open handles, POSIX metadata
+//!   namespace  inodes, lookup/readdir, attributes, open files, rename, held changes
 //!     upload   write pipeline: part schedule, memory budget, multipart writer, upload pool
 //!     read     ranged reads with readahead
 //!       s3     storage seam: the ObjectStore trait, aws-sdk-s3 behind it (and an in-memory store for tests)
@@ -12,7 +12,8 @@
 //!
 //! `cli` and `daemon` sit beside the stack: they parse the command line, prove the
 //! bucket usable and run the mount; `admin` holds the bucket housekeeping commands
-//! (cleanup, lifecycle); `local_server` is the embedded S3 server behind `--local`.
+//! (cleanup, lifecycle). The embedded S3 server behind `--local` is the workspace crate
+//! `s3upfs-local` (`local/`).
 //!
 //! Everything is private to the crate (only `cli::main` is exported, for main.rs), so
 //! the compiler reports code nothing uses.
@@ -23,7 +24,6 @@ mod admin;
 pub mod cli;
 mod daemon;
 mod fuse;
-mod local_server;
 mod namespace;
 mod read;
 mod s3;
