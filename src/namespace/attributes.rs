@@ -163,14 +163,12 @@ impl Namespace {
             }
         }
         let mut table = self.table();
-        let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
         if metadata_changed && !riding && ino != ROOT_INO {
             // Held briefly: rsync's chmod + utimes + rename then cost one copy, not three
             // (for a directory: one marker PUT).
-            inode
-                .pending_metadata_since
-                .get_or_insert_with(Instant::now);
+            table.hold(ino, Instant::now());
         }
+        let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
         inode.metadata = metadata;
         inode.metadata_loaded = true;
         if let Some(size) = changes.size

@@ -7,7 +7,7 @@
 //! of ours pending on it, leaves the table. Children are indexed by parent (an ordered
 //! map), so a directory's names are found without scanning the whole table.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -71,6 +71,14 @@ pub(crate) struct InodeTable {
     /// rsync and cp stat a destination several times before creating it).
     absent: HashMap<(u64, String), Instant>,
     next_ino: u64,
+    /// Inodes that may hold a change (`pending_metadata_since`): what the flusher looks
+    /// at, so it never walks the whole table. An entry whose change has gone is dropped
+    /// when the flusher next sees it ([`InodeTable::held`]).
+    held: BTreeSet<u64>,
+    /// Inodes the kernel may never have been given (made by a listing or a lookup), in
+    /// the order they were made: what the sweep of unreferenced names looks at, oldest
+    /// first, instead of the whole table.
+    unreferenced: VecDeque<u64>,
 }
 
 /// Past this many remembered misses, expired ones are dropped on the next insert.
@@ -85,6 +93,8 @@ impl InodeTable {
             children: BTreeMap::new(),
             absent: HashMap::new(),
             next_ino: ROOT_INO + 1,
+            held: BTreeSet::new(),
+            unreferenced: VecDeque::new(),
         }
     }
 
@@ -149,13 +159,39 @@ impl InodeTable {
             existing.pending_metadata_since = existing.pending_metadata_since.or(pending);
             existing.listing_valid_until = existing.listing_valid_until.or(listing);
             existing.lookups = lookups;
+            if existing.pending_metadata_since.is_some() {
+                self.held.insert(ino);
+            }
             return ino;
         }
         let ino = self.next_ino;
         self.next_ino += 1;
         self.children.insert(key, ino);
+        if inode.pending_metadata_since.is_some() {
+            self.held.insert(ino);
+        }
         self.inodes.insert(ino, inode);
+        self.unreferenced.push_back(ino);
         ino
+    }
+
+    /// Holds a change of `ino` from `since` (see `write_behind`): the flusher sends it.
+    pub(crate) fn hold(&mut self, ino: u64, since: Instant) {
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.pending_metadata_since.get_or_insert(since);
+            self.held.insert(ino);
+        }
+    }
+
+    /// The inodes holding a change, dropping from the index those that no longer do.
+    pub(crate) fn held(&mut self) -> Vec<u64> {
+        let inodes = &self.inodes;
+        self.held.retain(|ino| {
+            inodes
+                .get(ino)
+                .is_some_and(|inode| inode.pending_metadata_since.is_some())
+        });
+        self.held.iter().copied().collect()
     }
 
     /// Forgets the name (the inode stays while open handles may use it).
@@ -200,11 +236,15 @@ impl InodeTable {
         inode.lookups = inode.lookups.saturating_sub(count);
         // A fresh inode may have just been handed to the kernel, its count not taken
         // yet (lookup answers, then counts): the sweep takes it once it expired.
-        if inode.lookups > 0
-            || inode.exists_only_locally()
+        if inode.lookups > 0 {
+            return;
+        }
+        if inode.exists_only_locally()
             || inode.valid_until > Instant::now()
             || self.has_children(ino, 1)
         {
+            // Unreferenced now: the sweep takes it when nothing keeps it any more.
+            self.unreferenced.push_back(ino);
             return;
         }
         let Some(inode) = self.inodes.remove(&ino) else {
@@ -226,21 +266,26 @@ impl InodeTable {
         let listing_expired = |parent: Option<&Inode>| {
             parent.is_none_or(|p| p.listing_valid_until.is_none_or(|until| until <= now))
         };
-        let doomed: Vec<u64> = self
-            .inodes
-            .iter()
-            .filter(|(ino, inode)| {
-                **ino != ROOT_INO
-                    && inode.lookups == 0
-                    && !inode.exists_only_locally()
-                    && inode.valid_until <= now
-                    && listing_expired(self.inodes.get(&inode.parent))
-            })
-            .map(|(ino, _)| *ino)
-            .collect();
         let mut pruned = 0;
-        for ino in doomed {
-            if self.has_children(ino, 1) {
+        let mut kept = VecDeque::new();
+        // Oldest first; stop at the first one still fresh (those after it are younger).
+        while let Some(ino) = self.unreferenced.pop_front() {
+            let Some(inode) = self.inodes.get(&ino) else {
+                continue;
+            };
+            if inode.lookups > 0 {
+                // The kernel holds it: `forget` takes it when it lets go.
+                continue;
+            }
+            if inode.valid_until > now {
+                self.unreferenced.push_front(ino);
+                break;
+            }
+            let doomed = !inode.exists_only_locally()
+                && listing_expired(self.inodes.get(&inode.parent))
+                && !self.has_children(ino, 1);
+            if !doomed {
+                kept.push_back(ino);
                 continue;
             }
             if let Some(inode) = self.inodes.remove(&ino) {
@@ -251,6 +296,9 @@ impl InodeTable {
                 pruned += 1;
             }
         }
+        // Not yet (ours for now, or its directory's listing still stands): look again
+        // at the next sweep.
+        self.unreferenced.extend(kept);
         pruned
     }
 
@@ -291,8 +339,90 @@ impl InodeTable {
             .filter_map(|inode| inode.active_write.clone())
             .collect()
     }
+}
 
-    pub(crate) fn inodes(&self) -> impl Iterator<Item = (&u64, &Inode)> {
-        self.inodes.iter()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn inode(parent: u64, name: &str, valid_until: Instant) -> Inode {
+        Inode {
+            parent,
+            name: name.to_owned(),
+            path: name.to_owned(),
+            kind: Kind::File,
+            size: 0,
+            metadata: PosixMetadata::default(),
+            foreign: None,
+            last_modified: std::time::SystemTime::now(),
+            metadata_loaded: false,
+            valid_until,
+            listing_valid_until: None,
+            active_write: None,
+            pending_metadata_since: None,
+            lookups: 0,
+        }
+    }
+
+    fn table() -> InodeTable {
+        InodeTable::new(inode(
+            ROOT_INO,
+            "",
+            Instant::now() + Duration::from_secs(3600),
+        ))
+    }
+
+    #[test]
+    fn a_listed_name_nobody_looked_up_is_swept_once_it_expired() {
+        let mut table = table();
+        let now = Instant::now();
+        let stale = table.upsert(inode(ROOT_INO, "stale", now));
+        let fresh = table.upsert(inode(ROOT_INO, "fresh", now + Duration::from_secs(60)));
+        assert_eq!(table.prune_unreferenced(now + Duration::from_millis(1)), 1);
+        assert!(table.get(stale).is_none());
+        assert!(table.get(fresh).is_some(), "still fresh");
+        assert_eq!(table.prune_unreferenced(now + Duration::from_secs(61)), 1);
+        assert_eq!(table.count(), 1, "only the root is left");
+    }
+
+    #[test]
+    fn a_name_the_kernel_holds_stays_until_it_is_forgotten_and_then_goes() {
+        let mut table = table();
+        let now = Instant::now();
+        let held = table.upsert(inode(ROOT_INO, "held", now));
+        table.remember(held);
+        assert_eq!(table.prune_unreferenced(now + Duration::from_secs(1)), 0);
+        table.forget(held, 1);
+        assert!(
+            table.get(held).is_none(),
+            "expired and unreferenced: gone at once"
+        );
+    }
+
+    #[test]
+    fn a_forgotten_fresh_name_is_swept_later_not_kept_forever() {
+        let mut table = table();
+        let now = Instant::now();
+        let ino = table.upsert(inode(ROOT_INO, "f", now + Duration::from_millis(50)));
+        table.remember(ino);
+        // The sweep sees it held by the kernel and lets go of it; forget comes later.
+        assert_eq!(table.prune_unreferenced(now), 0);
+        table.forget(ino, 1);
+        assert!(table.get(ino).is_some(), "fresh: kept for now");
+        assert_eq!(table.prune_unreferenced(now + Duration::from_secs(1)), 1);
+    }
+
+    #[test]
+    fn the_held_index_lists_exactly_the_inodes_holding_a_change() {
+        let mut table = table();
+        let now = Instant::now();
+        let a = table.upsert(inode(ROOT_INO, "a", now));
+        let b = table.upsert(inode(ROOT_INO, "b", now));
+        table.hold(a, now);
+        assert_eq!(table.held(), [a]);
+        table.get_mut(a).unwrap().pending_metadata_since = None;
+        table.hold(b, now);
+        assert_eq!(table.held(), [b], "a's change went: dropped from the index");
     }
 }

@@ -179,8 +179,8 @@ impl Namespace {
             .store
             .copy(&source_key, &target_key, replaced.as_ref(), size)
         {
-            if pending && let Some(inode) = self.table().get_mut(ino) {
-                inode.pending_metadata_since = Some(Instant::now());
+            if pending {
+                self.table().hold(ino, Instant::now());
             }
             return Err(log_s3(&error));
         }
@@ -239,11 +239,8 @@ impl Namespace {
             )
         };
         let result = self.move_directory_objects(&source_prefix, &target_prefix, metadata, pending);
-        if result.is_err()
-            && pending
-            && let Some(inode) = self.table().get_mut(ino)
-        {
-            inode.pending_metadata_since = Some(Instant::now());
+        if result.is_err() && pending {
+            self.table().hold(ino, Instant::now());
         }
         result
     }

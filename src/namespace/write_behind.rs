@@ -136,16 +136,17 @@ impl Namespace {
         // The change stays held (and so what stat shows) until it has landed: a stat in
         // between must not fetch the object's old attributes over it.
         let due: Vec<Due> = {
-            let table = self.table();
-            table
-                .inodes()
-                .filter_map(|(ino, inode)| {
+            let mut table = self.table();
+            let held = table.held();
+            held.into_iter()
+                .filter_map(|ino| {
+                    let inode = table.get(ino)?;
                     let since = inode.pending_metadata_since?;
                     if now.duration_since(since) < min_age {
                         return None;
                     }
                     Some(Due {
-                        ino: *ino,
+                        ino,
                         since,
                         path: inode.path.clone(),
                         metadata: inode.metadata,
