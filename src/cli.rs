@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{MountConfig, Source};
 use crate::size::parse_size;
 use crate::upload::schedule::PartSchedule;
 
@@ -175,40 +176,6 @@ struct MountArgs {
     /// Options in fstab form: -o endpoint_url=URL,allow_other,part_size=16MiB
     #[arg(short = 'o', value_name = "opt[,opt...]")]
     options: Vec<String>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Source {
-    Bucket { bucket: String, prefix: String },
-    Local(PathBuf),
-}
-
-#[derive(Clone, Debug)]
-pub(crate) struct MountConfig {
-    pub(crate) source: Source,
-    pub(crate) mountpoint: PathBuf,
-    pub(crate) endpoint_url: Option<String>,
-    pub(crate) region: Option<String>,
-    pub(crate) profile: Option<String>,
-    pub(crate) force_path_style: bool,
-    pub(crate) foreground: bool,
-    pub(crate) allow_other: bool,
-    pub(crate) read_only: bool,
-    pub(crate) uid: u32,
-    pub(crate) gid: u32,
-    pub(crate) file_mode: u16,
-    pub(crate) dir_mode: u16,
-    pub(crate) schedule: PartSchedule,
-    pub(crate) max_concurrency: usize,
-    pub(crate) max_memory: u64,
-    pub(crate) log_level: log::LevelFilter,
-    /// Multipart uploads under the prefix older than this are aborted at mount.
-    pub(crate) sweep_orphans_after: Option<std::time::Duration>,
-    pub(crate) retry_budget: std::time::Duration,
-    /// How long one S3 request may go unanswered (plus 1 s per MiB it carries).
-    pub(crate) request_timeout: std::time::Duration,
-    /// Largest object copied with one CopyObject (`--copy-object-limit`).
-    pub(crate) copy_object_limit: u64,
 }
 
 /// Parses `s3://BUCKET[/PREFIX/]`; the prefix always ends in `/` when present.
@@ -388,6 +355,7 @@ fn resolve(mut args: MountArgs) -> Result<MountConfig, String> {
     // SAFETY: getuid/getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     Ok(MountConfig {
+        args: effective_args(),
         request_timeout,
         copy_object_limit,
         source,
@@ -412,12 +380,11 @@ fn resolve(mut args: MountArgs) -> Result<MountConfig, String> {
     })
 }
 
-/// Entry point of the binary; returns the process exit status.
 /// The arguments this process runs with, after [`as_mount_helper`].
 static ARGS: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock::new();
 
 /// The arguments as understood (what a detached daemon is started with again).
-pub(crate) fn effective_args() -> Vec<std::ffi::OsString> {
+fn effective_args() -> Vec<std::ffi::OsString> {
     ARGS.get()
         .cloned()
         .unwrap_or_else(|| std::env::args_os().collect())
@@ -451,6 +418,7 @@ fn as_mount_helper(args: Vec<std::ffi::OsString>) -> Option<Vec<std::ffi::OsStri
     Some(rewritten)
 }
 
+/// Entry point of the binary; returns the process exit status.
 pub fn main() -> i32 {
     let Some(args) = as_mount_helper(std::env::args_os().collect()) else {
         return 0;
@@ -508,62 +476,20 @@ fn report(result: Result<(), String>) -> i32 {
     }
 }
 
-/// A client for an admin subcommand, with the bucket proven usable.
-fn admin_client(
-    source: &str,
-    connection: &ConnectionArgs,
-) -> Result<
-    (
-        tokio::runtime::Runtime,
-        std::sync::Arc<crate::s3::SdkStore>,
-        String,
-    ),
-    String,
-> {
-    let (bucket, prefix) = parse_s3_url(source)?;
-    // Multi-threaded: the client blocks on the runtime's handle, which only drives I/O
-    // on a runtime with worker threads of its own.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
-    let client = crate::s3::connect(runtime.handle(), &connection.connection(&bucket)?)?;
-    client.check_bucket(&prefix)?;
-    Ok((runtime, client, prefix))
-}
-
 fn run_cleanup(args: &CleanupArgs) -> Result<(), String> {
     let older_than =
         crate::size::parse_duration(&args.older_than).map_err(|e| format!("--older-than: {e}"))?;
-    let (_runtime, client, prefix) = admin_client(&args.source, &args.connection)?;
-    let found = crate::admin::abort_orphans(client.as_ref(), &prefix, older_than, args.dry_run)
-        .map_err(|e| format!("cleanup failed: {e}"))?;
-    for upload in &found {
-        println!("{}", crate::admin::describe(upload));
-    }
-    let verb = if args.dry_run {
-        "would abort"
-    } else {
-        "aborted"
-    };
-    println!("{verb} {} multipart upload(s)", found.len());
-    Ok(())
+    let (bucket, prefix) = parse_s3_url(&args.source)?;
+    let connection = args.connection.connection(&bucket)?;
+    crate::admin::cleanup(&connection, &prefix, older_than, args.dry_run)
 }
 
 fn run_lifecycle(args: &LifecycleArgs) -> Result<(), String> {
     let age = crate::size::parse_duration(&args.abort_incomplete_after)
         .map_err(|e| format!("--abort-incomplete-after: {e}"))?;
     let days = age.as_secs().div_ceil(86_400).max(1);
-    let (_runtime, client, _) = admin_client(&args.source, &args.connection)?;
-    client
-        .put_abort_incomplete_rule("s3upfs-abort-incomplete-multipart-uploads", days as i32)
-        .map_err(|e| format!("installing the lifecycle rule failed: {e}"))?;
-    println!(
-        "bucket {}: incomplete multipart uploads are now aborted {days} day(s) after they start",
-        client.bucket()
-    );
-    Ok(())
+    let (bucket, _) = parse_s3_url(&args.source)?;
+    crate::admin::lifecycle(&args.connection.connection(&bucket)?, days as i32)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use aws_sdk_s3::config::Credentials;
 use log::{info, warn};
 use s3upfs_local::LocalServer;
 
-use crate::cli::{MountConfig, Source};
+use crate::config::{MountConfig, Source};
 use crate::fuse::FuseAdapter;
 use crate::namespace::{Namespace, NamespaceConfig};
 use crate::s3::{Connection, ObjectStore, SdkStore, connect};
@@ -185,10 +185,9 @@ fn detach(path: &Path) -> std::io::Result<()> {
 
 /// Starts the same command in the foreground, detached, and waits until it reports the
 /// mount ready (exit 0) or failed (its one-line reason, exit 1).
-fn detach_and_wait() -> Result<(), String> {
+fn detach_and_wait(config: &MountConfig) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
-    let mut args: Vec<std::ffi::OsString> =
-        crate::cli::effective_args().into_iter().skip(1).collect();
+    let mut args: Vec<std::ffi::OsString> = config.args.iter().skip(1).cloned().collect();
     args.push("--foreground".into());
     let mut command = Command::new(exe);
     command
@@ -264,7 +263,7 @@ pub(crate) fn run(config: MountConfig) -> Result<(), String> {
     init_logging(config.log_level);
     if !config.foreground {
         check_mountpoint(&config.mountpoint)?;
-        return detach_and_wait();
+        return detach_and_wait(&config);
     }
     let mut session = None;
     let prepared = prepare(&config).and_then(|(runtime, local, namespace, label)| {

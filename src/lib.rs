@@ -22,6 +22,7 @@
 
 mod admin;
 pub mod cli;
+mod config;
 mod daemon;
 mod fuse;
 mod namespace;

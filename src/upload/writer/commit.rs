@@ -1,0 +1,245 @@
+//! Completing an object: PutObject for a single part, CompleteMultipartUpload
+//! otherwise, with the checks that what landed is what was written (CRC32C, composite
+//! checksum, size), and the ways a writer stops without completing (discard, abort).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use log::{debug, error, info};
+
+use super::*;
+use crate::s3::{composite_checksum, crc32c_base64};
+
+impl ObjectWriter {
+    /// Makes the object appear in S3 with exactly the bytes written, or fails and
+    /// leaves no object and no multipart upload. Idempotent.
+    pub(crate) fn commit(&mut self) -> Result<(), String> {
+        self.spare = None;
+        let parts = match std::mem::replace(&mut self.state, State::Discarded) {
+            State::Writing(parts) => parts,
+            other => {
+                let result = match &other {
+                    State::Failed(reason) => Err(reason.clone()),
+                    _ => Ok(()),
+                };
+                self.state = other;
+                return result;
+            }
+        };
+        let size = parts.size;
+        let started = parts.started;
+        let result = match parts.upload.clone() {
+            None => self.put_single(parts),
+            Some(upload) => self.complete_multipart(parts, &upload),
+        };
+        match result {
+            Ok(part_count) => {
+                let seconds = started.elapsed().as_secs_f64();
+                info!(
+                    "uploaded {:?}: {size} bytes in {part_count} part(s), {seconds:.2} s, {:.1} MiB/s",
+                    self.key,
+                    size as f64 / (1 << 20) as f64 / seconds.max(1e-6)
+                );
+                self.state = State::Completed { size };
+                Ok(())
+            }
+            Err(reason) => {
+                error!("upload of {:?} failed and was aborted: {reason}", self.key);
+                self.state = State::Failed(reason.clone());
+                Err(reason)
+            }
+        }
+    }
+
+    pub(super) fn put_single(&self, mut parts: Parts) -> Result<u32, String> {
+        let body = parts
+            .current
+            .take()
+            .map(|buffer| Bytes::from(buffer.data))
+            .unwrap_or_default();
+        let checksum = crc32c_base64(&body);
+        let reported = crate::s3::retry_within(
+            self.context.retry_budget,
+            || {
+                self.context
+                    .store
+                    .put_object(&self.key, body.clone(), &checksum, &self.headers)
+            },
+            || false,
+        )
+        .map_err(|e| e.to_string())?;
+        if let Some(reported) = reported
+            && reported != checksum
+        {
+            // The object is there but not what we wrote: remove it rather than leave it.
+            return Err(format!(
+                "server stored CRC32C {reported}, we sent {checksum}; {}",
+                self.remove_object()
+            ));
+        }
+        Ok(1)
+    }
+
+    pub(super) fn complete_multipart(
+        &self,
+        mut parts: Parts,
+        upload: &Arc<MultipartUpload>,
+    ) -> Result<u32, String> {
+        let store = &self.context.store;
+        let last_part = parts.part_count();
+        parts.send_retained_first(&self.context);
+        if let Some(buffer) = parts.current.take()
+            && !buffer.data.is_empty()
+        {
+            self.context
+                .pool
+                .submit(upload, buffer.number, buffer.data, buffer.reservation);
+        }
+        let uploaded = match upload.wait_for_parts() {
+            Ok(uploaded) => uploaded,
+            Err(reason) => {
+                self.abort_upload(upload);
+                return Err(reason);
+            }
+        };
+        let finish = || -> Result<(), String> {
+            let upload_id = upload
+                .upload_id()
+                .ok_or_else(|| "multipart upload was never created".to_owned())?;
+            if uploaded.len() != last_part as usize {
+                return Err(format!("{} of {last_part} parts uploaded", uploaded.len()));
+            }
+            let expected = composite_checksum(&uploaded);
+            let reported = match crate::s3::retry_within(
+                self.context.retry_budget,
+                || store.complete_multipart_upload(&self.key, &upload_id, &uploaded),
+                || false,
+            ) {
+                Ok(reported) => reported,
+                // The upload is gone: either our own retry after a Complete whose answer
+                // was lost, or someone else aborted it (`cleanup`, a lifecycle rule).
+                // Only an object with our checksum proves the first.
+                Err(e) if e.kind == crate::s3::S3ErrorKind::NotFound => {
+                    return match store.head_object(&self.key) {
+                        Ok(Some(info)) if info.checksum_crc32c.as_deref() == Some(&expected) => {
+                            Ok(())
+                        }
+                        _ => Err(format!(
+                            "the multipart upload was gone at completion (NoSuchUpload: aborted \
+                             elsewhere?) and the object under the key is not ours: {e}; \
+                             nothing was changed"
+                        )),
+                    };
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            // Only a composite checksum ("...-N" with our part count) is comparable with
+            // ours; a full-object checksum or another form is left to the size check.
+            let comparable = reported
+                .as_deref()
+                .is_some_and(|r| r.ends_with(&format!("-{}", uploaded.len())));
+            if let Some(reported) = reported.filter(|_| comparable)
+                && reported != expected
+            {
+                // Complete has happened, so there is no upload left to abort: the object
+                // itself must go.
+                return Err(format!(
+                    "server reports CRC32C {reported} for the completed object, expected {expected}; {}",
+                    self.remove_object()
+                ));
+            }
+            Ok(())
+        };
+        if let Err(reason) = finish() {
+            self.abort_upload(upload);
+            return Err(reason);
+        }
+        self.verify_size(parts.size, &composite_checksum(&uploaded))?;
+        if upload.headers() != &self.headers {
+            // chmod/utimes arrived after CreateMultipartUpload: one copy applies them.
+            store
+                .copy(&self.key, &self.key, Some(&self.headers), parts.size)
+                .map_err(|e| format!("object uploaded, but updating its metadata failed: {e}"))?;
+        }
+        debug!("completed {:?} in {last_part} parts", self.key);
+        Ok(last_part)
+    }
+
+    pub(super) fn abort_upload(&self, upload: &MultipartUpload) {
+        match self.context.pool.aborter() {
+            Some(aborter) => upload.abort(&aborter),
+            None => {
+                if let Some(id) = upload.upload_id()
+                    && let Err(e) = self.context.store.abort_multipart_upload(&self.key, &id)
+                {
+                    error!(
+                        "could not abort the upload of {:?} at shutdown: {e}",
+                        self.key
+                    );
+                }
+            }
+        }
+    }
+
+    /// Deletes an object that landed wrong; says what became of it, for the error line.
+    pub(super) fn remove_object(&self) -> String {
+        match self.context.store.delete_object(&self.key) {
+            Ok(()) => "object removed".to_owned(),
+            Err(e) => format!("removing the object failed too ({e}): delete it by hand"),
+        }
+    }
+
+    /// After Complete, the object must have exactly the size written. A wrong object is
+    /// removed only when its checksum proves it is ours (`checksum`): one that another
+    /// writer put there meanwhile is left alone.
+    pub(super) fn verify_size(&self, size: u64, checksum: &str) -> Result<(), String> {
+        match self.context.store.head_object(&self.key) {
+            Ok(Some(info)) if info.size == size => Ok(()),
+            Ok(Some(info)) if info.checksum_crc32c.as_deref() == Some(checksum) => Err(format!(
+                "completed object has {} bytes, {size} were written; {}",
+                info.size,
+                self.remove_object()
+            )),
+            Ok(Some(info)) => Err(format!(
+                "the object under the key has {} bytes, {size} were written, and it is not \
+                 ours (replaced meanwhile?): left as it is",
+                info.size
+            )),
+            Ok(None) => Err("completed object is not there".to_owned()),
+            Err(e) => Err(format!("could not verify the completed object: {e}")),
+        }
+    }
+
+    /// Drops everything written and aborts the upload because the file was unlinked:
+    /// later writes are accepted and go nowhere, as POSIX has it for an unlinked file.
+    pub(crate) fn discard(&mut self, why: &str) {
+        self.stop(why, State::Discarded);
+    }
+
+    /// Aborts the upload (the mount is going away, the writer was killed) unless it is
+    /// completed or failed already; true if it did. Later writes and the close fail
+    /// with EIO, so a writer still there learns that its file did not make it.
+    pub(crate) fn abort_unfinished(&mut self, why: &str) -> bool {
+        if self.is_completed() || self.failure().is_some() {
+            return false;
+        }
+        self.stop(why, State::Failed(format!("upload aborted: {why}")));
+        true
+    }
+
+    pub(super) fn stop(&mut self, why: &str, next: State) {
+        self.spare = None;
+        if let State::Writing(parts) = std::mem::replace(&mut self.state, next)
+            && let Some(upload) = parts.upload
+        {
+            // No wait for parts in flight: a stop must never hang (the server may not
+            // answer); the pool repeats the abort once they are done.
+            upload.fail(format!("aborted: {why}"));
+            match self.context.pool.aborter() {
+                Some(aborter) => upload.abort_in_background(&aborter),
+                None => self.abort_upload(&upload),
+            }
+            info!("aborting the upload of {:?} ({why})", self.key);
+        }
+    }
+}
