@@ -24,7 +24,9 @@ use log::{debug, warn};
 mod caller;
 mod responders;
 
-use crate::namespace::{AttributeChanges, Attributes, DirEntry, Kind, Namespace};
+use crate::namespace::{
+    AttributeChanges, Attributes, DirEntry, FsError, FsResult, Kind, Namespace,
+};
 use crate::upload::writer::WriteProgress;
 use responders::Responders;
 
@@ -40,8 +42,10 @@ pub(crate) struct FuseAdapter {
     next_directory_handle: AtomicU64,
 }
 
-fn errno(code: i32) -> Errno {
-    Errno::from_i32(code)
+/// The errno a failed operation replies, after logging why (once, here).
+fn errno(error: FsError, operation: &str) -> Errno {
+    error.log(operation);
+    Errno::from_i32(error.errno())
 }
 
 fn file_type(kind: Kind) -> FileType {
@@ -83,10 +87,10 @@ fn time_of(time: TimeOrNow) -> SystemTime {
     }
 }
 
-fn reply_empty(reply: ReplyEmpty, result: Result<(), i32>) {
+fn reply_empty(reply: ReplyEmpty, operation: &str, result: FsResult<()>) {
     match result {
         Ok(()) => reply.ok(),
-        Err(code) => reply.error(errno(code)),
+        Err(code) => reply.error(errno(code, operation)),
     }
 }
 
@@ -104,13 +108,13 @@ impl FuseAdapter {
         self.namespace.attr_ttl()
     }
 
-    fn reply_entry(&self, reply: ReplyEntry, result: Result<Attributes, i32>) {
+    fn reply_entry(&self, reply: ReplyEntry, operation: &str, result: FsResult<Attributes>) {
         match result {
             Ok(attributes) => {
                 self.namespace.remember_lookup(attributes.ino);
                 reply.entry(&self.ttl(), &file_attr(&attributes), Generation(0))
             }
-            Err(code) => reply.error(errno(code)),
+            Err(code) => reply.error(errno(code, operation)),
         }
     }
 }
@@ -141,13 +145,13 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.reply_entry(reply, self.namespace.lookup(parent.0, name));
+        self.reply_entry(reply, "lookup", self.namespace.lookup(parent.0, name));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.namespace.getattr(ino.0) {
             Ok(attributes) => reply.attr(&self.ttl(), &file_attr(&attributes)),
-            Err(code) => reply.error(errno(code)),
+            Err(code) => reply.error(errno(code, "getattr")),
         }
     }
 
@@ -181,14 +185,14 @@ impl Filesystem for FuseAdapter {
         self.responders
             .run("setattr", move || match namespace.setattr(ino.0, changes) {
                 Ok(attributes) => reply.attr(&ttl, &file_attr(&attributes)),
-                Err(code) => reply.error(errno(code)),
+                Err(code) => reply.error(errno(code, "setattr")),
             });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.namespace.readlink(ino.0) {
             Ok(target) => reply.data(&target),
-            Err(code) => reply.error(errno(code)),
+            Err(code) => reply.error(errno(code, "readlink")),
         }
     }
 
@@ -220,14 +224,14 @@ impl Filesystem for FuseAdapter {
         let result = self
             .namespace
             .mkdir(parent.0, name, mode & !umask, req.uid(), req.gid());
-        self.reply_entry(reply, result);
+        self.reply_entry(reply, "mkdir", result);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let namespace = Arc::clone(&self.namespace);
         let name = name.to_owned();
         self.responders.run("unlink", move || {
-            reply_empty(reply, namespace.unlink(parent.0, &name))
+            reply_empty(reply, "unlink", namespace.unlink(parent.0, &name))
         });
     }
 
@@ -236,7 +240,7 @@ impl Filesystem for FuseAdapter {
         let namespace = Arc::clone(&self.namespace);
         let name = name.to_owned();
         self.responders.run("rmdir", move || {
-            reply_empty(reply, namespace.rmdir(parent.0, &name))
+            reply_empty(reply, "rmdir", namespace.rmdir(parent.0, &name))
         });
     }
 
@@ -251,7 +255,7 @@ impl Filesystem for FuseAdapter {
         let result = self
             .namespace
             .symlink(parent.0, link_name, target, req.uid(), req.gid());
-        self.reply_entry(reply, result);
+        self.reply_entry(reply, "symlink", result);
     }
 
     fn rename(
@@ -277,6 +281,7 @@ impl Filesystem for FuseAdapter {
         self.responders.run("rename", move || {
             reply_empty(
                 reply,
+                "rename",
                 namespace.rename(parent.0, &name, newparent.0, &newname, no_replace),
             )
         });
@@ -306,7 +311,7 @@ impl Filesystem for FuseAdapter {
                 };
                 reply.opened(FileHandle(fh), open_flags)
             }
-            Err(code) => reply.error(errno(code)),
+            Err(code) => reply.error(errno(code, "open")),
         }
     }
 
@@ -323,7 +328,7 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.namespace.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
-            Err(code) => reply.error(errno(code)),
+            Err(code) => reply.error(errno(code, "read")),
         }
     }
 
@@ -354,11 +359,11 @@ impl Filesystem for FuseAdapter {
                     {
                         Ok(more) => reply.written((written + more) as u32),
                         Err(_) if written > 0 => reply.written(written as u32),
-                        Err(code) => reply.error(errno(code)),
+                        Err(code) => reply.error(errno(code, "write")),
                     }
                 });
             }
-            Err(code) => reply.error(errno(code)),
+            Err(code) => reply.error(errno(code, "write")),
         }
     }
 
@@ -382,7 +387,7 @@ impl Filesystem for FuseAdapter {
                 reply.ok();
                 let _ = namespace.flush(fh.0, pid, killed);
             } else {
-                reply_empty(reply, namespace.flush(fh.0, pid, killed))
+                reply_empty(reply, "flush", namespace.flush(fh.0, pid, killed))
             }
         });
     }
@@ -399,7 +404,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let namespace = Arc::clone(&self.namespace);
         self.responders.run("release", move || {
-            reply_empty(reply, namespace.release(fh.0))
+            reply_empty(reply, "release", namespace.release(fh.0))
         });
     }
 
@@ -412,8 +417,9 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let namespace = Arc::clone(&self.namespace);
-        self.responders
-            .run("fsync", move || reply_empty(reply, namespace.fsync(fh.0)));
+        self.responders.run("fsync", move || {
+            reply_empty(reply, "fsync", namespace.fsync(fh.0))
+        });
     }
 
     /// Opening a directory lists nothing yet: programs open directories for fchmod,
@@ -430,7 +436,7 @@ impl Filesystem for FuseAdapter {
                     .insert(fh, None);
                 reply.opened(FileHandle(fh), FopenFlags::empty());
             }
-            Err(code) => reply.error(errno(code)),
+            Err(code) => reply.error(errno(code, "opendir")),
         }
     }
 
@@ -468,7 +474,7 @@ impl Filesystem for FuseAdapter {
                     }
                 }
                 Err(code) => {
-                    reply.error(errno(code));
+                    reply.error(errno(code, "readdir"));
                     return;
                 }
             }
@@ -579,7 +585,7 @@ impl Filesystem for FuseAdapter {
                     FopenFlags::FOPEN_DIRECT_IO,
                 )
             }
-            Err(code) => reply.error(errno(code)),
+            Err(code) => reply.error(errno(code, "create")),
         }
     }
 }

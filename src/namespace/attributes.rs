@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use log::warn;
 
 use super::inode::{Inode, Kind, ROOT_INO};
 use super::metadata::PosixMetadata;
@@ -155,10 +154,12 @@ impl Namespace {
                         &Self::file_headers(&metadata, foreign.as_deref(), &path),
                     )?;
                 } else if size != current.size {
-                    warn!(
-                        "{path:?}: truncate of a finished object to {size} bytes is not supported (only to 0): EOPNOTSUPP"
-                    );
-                    return Err(libc::EOPNOTSUPP);
+                    return Err(FsError::new(
+                        libc::EOPNOTSUPP,
+                        format!(
+                            "{path:?}: truncate of a finished object to {size} bytes is not supported (only to 0): EOPNOTSUPP"
+                        ),
+                    ));
                 }
             }
         }
@@ -193,8 +194,10 @@ impl Namespace {
                 let result = writer.truncate(size);
                 active.size.store(writer.size(), Ordering::Release);
                 result.map_err(|e| {
-                    warn!("{path:?}: truncate to {size} refused: {e:?}");
-                    e.errno()
+                    FsError::new(
+                        e.errno(),
+                        format!("{path:?}: truncate to {size} refused: {e:?}"),
+                    )
                 })?
             };
             match progress {

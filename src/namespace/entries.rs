@@ -6,7 +6,6 @@
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use log::warn;
 
 use super::inode::Kind;
 use super::metadata::PosixMetadata;
@@ -23,7 +22,7 @@ impl Namespace {
     ) -> FsResult<Attributes> {
         self.check_writable()?;
         if self.lookup(parent, name).is_ok() {
-            return Err(libc::EEXIST);
+            return Err(libc::EEXIST.into());
         }
         let (name, path) = self.child_path(parent, name)?;
         let (setgid, gid) = self.inherit_from(parent, gid);
@@ -49,7 +48,7 @@ impl Namespace {
         self.check_writable()?;
         let attributes = self.lookup(parent, name)?;
         if attributes.kind != Kind::Directory {
-            return Err(libc::ENOTDIR);
+            return Err(libc::ENOTDIR.into());
         }
         let (name, path) = self.child_path(parent, name)?;
         let marker = self.marker_key(&path);
@@ -58,14 +57,16 @@ impl Namespace {
             .deletes
             .wait_below(&marker, Instant::now() + self.uploads.stall_bound())
         {
-            warn!("{path:?}: files renamed out of it are still being deleted: EBUSY");
-            return Err(libc::EBUSY);
+            return Err(FsError::new(
+                libc::EBUSY,
+                format!("{path:?}: files renamed out of it are still being deleted: EBUSY"),
+            ));
         }
         let _marker_writes = self.lock_marker_writes();
         let below = self
             .store
             .list_page(&marker, false, None, Some(2))
-            .map_err(|e| log_s3(&e))?;
+            .map_err(FsError::from)?;
         let pending_children = {
             let table = self.table();
             table
@@ -74,9 +75,9 @@ impl Namespace {
                 .any(|(_, child)| table.get(child).is_some_and(|c| c.exists_only_locally()))
         };
         if pending_children || below.objects.iter().any(|o| o.key != marker) {
-            return Err(libc::ENOTEMPTY);
+            return Err(libc::ENOTEMPTY.into());
         }
-        self.store.delete_object(&marker).map_err(|e| log_s3(&e))?;
+        self.store.delete_object(&marker).map_err(FsError::from)?;
         let mut table = self.table();
         if let Some(inode) = table.get_mut(attributes.ino) {
             // A held chmod/utimes must not bring the marker back.
@@ -90,7 +91,7 @@ impl Namespace {
         self.check_writable()?;
         let attributes = self.lookup(parent, name)?;
         if attributes.kind == Kind::Directory {
-            return Err(libc::EISDIR);
+            return Err(libc::EISDIR.into());
         }
         let (name, path) = self.child_path(parent, name)?;
         let active = self
@@ -106,7 +107,7 @@ impl Namespace {
         self.wait_for_flush_of(&self.object_key(&path));
         self.store
             .delete_object(&self.object_key(&path))
-            .map_err(|e| log_s3(&e))?;
+            .map_err(FsError::from)?;
         self.table().unlink(parent, &name);
         Ok(())
     }
@@ -121,7 +122,7 @@ impl Namespace {
     ) -> FsResult<Attributes> {
         self.check_writable()?;
         if self.lookup(parent, name).is_ok() {
-            return Err(libc::EEXIST);
+            return Err(libc::EEXIST.into());
         }
         let (name, path) = self.child_path(parent, name)?;
         let target = target.to_str().ok_or(libc::EINVAL)?;
@@ -152,12 +153,12 @@ impl Namespace {
             let table = self.table();
             let inode = table.get(ino).ok_or(libc::ENOENT)?;
             if inode.kind != Kind::Symlink {
-                return Err(libc::EINVAL);
+                return Err(libc::EINVAL.into());
             }
             inode.path.clone()
         };
         self.store
             .get_object(&self.object_key(&path), None)
-            .map_err(|e| log_s3(&e))
+            .map_err(FsError::from)
     }
 }

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use log::{debug, info, warn};
+use log::{debug, info};
 
 use super::inode::Kind;
 use super::metadata::PosixMetadata;
@@ -41,7 +41,7 @@ use super::paths::content_type_for;
 use super::*;
 use crate::read::ObjectReader;
 use crate::s3::ObjectHeaders;
-use crate::upload::writer::{ObjectWriter, WriteProgress};
+use crate::upload::writer::{ObjectWriter, WriteError, WriteProgress};
 
 /// A file's upload while it is open for writing, shared by its handles and its inode.
 pub(crate) struct ActiveWrite {
@@ -97,7 +97,7 @@ impl Namespace {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(&fh)
             .cloned()
-            .ok_or(libc::EBADF)
+            .ok_or(FsError::from(libc::EBADF))
     }
 
     pub(super) fn register(&self, file: OpenFile) -> u64 {
@@ -148,7 +148,7 @@ impl Namespace {
         if let Some(existing) = table.child(parent, &name).and_then(|c| table.get(c))
             && existing.kind == Kind::Directory
         {
-            return Err(libc::EISDIR);
+            return Err(libc::EISDIR.into());
         }
         let ino = table.upsert(inode);
         if let Some(stored) = table.get_mut(ino) {
@@ -163,7 +163,7 @@ impl Namespace {
     pub(crate) fn open(&self, ino: u64, flags: i32, pid: u32) -> FsResult<u64> {
         let attributes = self.getattr(ino)?;
         if attributes.kind == Kind::Directory {
-            return Err(libc::EISDIR);
+            return Err(libc::EISDIR.into());
         }
         let (path, metadata, foreign, being_written) = {
             let table = self.table();
@@ -182,10 +182,12 @@ impl Namespace {
             if let Some(active) = being_written
                 && active.writer.try_lock().map_or(true, |w| !w.is_completed())
             {
-                warn!(
-                    "{path:?} is being written; reading it before its upload completes is not supported: EBUSY"
-                );
-                return Err(libc::EBUSY);
+                return Err(FsError::new(
+                    libc::EBUSY,
+                    format!(
+                        "{path:?} is being written; reading it before its upload completes is not supported: EBUSY"
+                    ),
+                ));
             }
             let reader = ObjectReader::new(
                 Arc::clone(&self.store),
@@ -200,14 +202,20 @@ impl Namespace {
         }
         self.check_writable()?;
         if flags & libc::O_APPEND != 0 && attributes.size > 0 {
-            warn!("{path:?}: appending to an existing object is not supported yet: EOPNOTSUPP");
-            return Err(libc::EOPNOTSUPP);
+            return Err(FsError::new(
+                libc::EOPNOTSUPP,
+                format!(
+                    "{path:?}: appending to an existing object is not supported yet: EOPNOTSUPP"
+                ),
+            ));
         }
         if flags & libc::O_TRUNC == 0 && attributes.size > 0 {
-            warn!(
-                "{path:?}: rewriting part of an existing object is not supported; open it with O_TRUNC to replace it: EOPNOTSUPP"
-            );
-            return Err(libc::EOPNOTSUPP);
+            return Err(FsError::new(
+                libc::EOPNOTSUPP,
+                format!(
+                    "{path:?}: rewriting part of an existing object is not supported; open it with O_TRUNC to replace it: EOPNOTSUPP"
+                ),
+            ));
         }
         let metadata = PosixMetadata {
             mtime: Some(SystemTime::now()),
@@ -245,14 +253,14 @@ impl Namespace {
                 if let Some(key) = key {
                     reader.follow(&key);
                 }
-                reader.read(offset, size).map_err(|e| log_s3(&e))
+                reader.read(offset, size).map_err(FsError::from)
             }
-            OpenFile::Writer { ino, .. } => {
-                warn!(
+            OpenFile::Writer { ino, .. } => Err(FsError::new(
+                libc::EBADF,
+                format!(
                     "inode {ino}: reading through a handle opened for writing is not supported: EBADF"
-                );
-                Err(libc::EBADF)
-            }
+                ),
+            )),
         }
     }
 
@@ -261,7 +269,7 @@ impl Namespace {
     pub(crate) fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<WriteProgress> {
         let file = self.handle(fh)?;
         let OpenFile::Writer { active, .. } = &*file else {
-            return Err(libc::EBADF);
+            return Err(libc::EBADF.into());
         };
         Self::write_once(active, offset, data)
     }
@@ -274,22 +282,19 @@ impl Namespace {
         let mut writer = active.writer();
         let result = writer.write(offset, data);
         active.size.store(writer.size(), Ordering::Release);
-        result.map_err(|error| {
-            match &error {
-                crate::upload::writer::WriteError::TooLarge { max } => warn!(
-                    "{:?}: write past {max} bytes, the largest file the part schedule reaches: EFBIG",
-                    writer.key()
-                ),
-                crate::upload::writer::WriteError::Completed => warn!(
-                    "{:?}: write after the upload was completed (fsync or close); appending is not supported: EIO",
-                    writer.key()
-                ),
-                crate::upload::writer::WriteError::Failed(reason) => {
-                    debug!("{:?}: write refused, upload failed: {reason}", writer.key())
-                }
-                crate::upload::writer::WriteError::AlreadyUploaded { .. } => {}
-            }
-            error.errno()
+        let key = writer.key();
+        result.map_err(|error| match error {
+            WriteError::TooLarge { max } => FsError::new(
+                libc::EFBIG,
+                format!("{key:?}: write past {max} bytes, the largest file the part schedule reaches: EFBIG"),
+            ),
+            WriteError::Completed => FsError::new(
+                libc::EIO,
+                format!("{key:?}: write after the upload was completed (fsync or close); appending is not supported: EIO"),
+            ),
+            // The writer logged why.
+            WriteError::Failed(reason) => reason.into(),
+            WriteError::AlreadyUploaded { .. } => error.errno().into(),
         })
     }
 
@@ -308,7 +313,7 @@ impl Namespace {
     ) -> FsResult<usize> {
         let file = self.handle(fh)?;
         let OpenFile::Writer { active, .. } = &*file else {
-            return Err(libc::EBADF);
+            return Err(libc::EBADF.into());
         };
         let mut taken = 0usize;
         loop {
@@ -340,18 +345,18 @@ impl Namespace {
             Ok(None) => Ok(()),
             Err(WaitFailure::Interrupted) => {
                 debug!("a write waiting for memory was interrupted by a signal: EINTR");
-                Err(libc::EINTR)
+                Err(libc::EINTR.into())
             }
-            Err(WaitFailure::Closed) => Err(libc::EIO),
-            Err(WaitFailure::Stalled) => {
-                warn!(
+            Err(WaitFailure::Closed) => Err(libc::EIO.into()),
+            Err(WaitFailure::Stalled) => Err(FsError::new(
+                libc::EDQUOT,
+                format!(
                     "write refused (EDQUOT): the memory budget (--max-memory {} bytes) is held by \
                      files open for writing and no upload is freeing any; close some files or \
                      raise --max-memory",
                     self.uploads.budget.limit()
-                );
-                Err(libc::EDQUOT)
-            }
+                ),
+            )),
         }
     }
 
@@ -372,7 +377,7 @@ impl Namespace {
                 }
                 Ok(())
             }
-            Err(_) => Err(libc::EIO),
+            Err(error) => Err(error.into()),
         }
     }
 
@@ -407,7 +412,7 @@ impl Namespace {
                 active.opener_tgid
             );
             return if active.writer().has_failed() {
-                Err(libc::EIO)
+                Err(libc::EIO.into())
             } else {
                 Ok(())
             };
@@ -443,7 +448,7 @@ impl Namespace {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&fh)
-            .ok_or(libc::EBADF)?;
+            .ok_or(FsError::from(libc::EBADF))?;
         let OpenFile::Writer { ino, active } = &*file else {
             return Ok(());
         };

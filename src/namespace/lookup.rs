@@ -39,14 +39,14 @@ impl Namespace {
         let page = self
             .store
             .list_page(&key, true, None, Some(100))
-            .map_err(|e| log_s3(&e))?;
+            .map_err(FsError::from)?;
         let has_object = page.objects.iter().any(|o| o.key == key);
         let mut has_directory = page.common_prefixes.contains(&marker);
         if !has_directory && page.next_token.is_some() {
             has_directory = !self
                 .store
                 .list_page(&marker, false, None, Some(1))
-                .map_err(|e| log_s3(&e))?
+                .map_err(FsError::from)?
                 .objects
                 .is_empty();
         }
@@ -78,7 +78,7 @@ impl Namespace {
         if let Some(info) = self
             .store
             .head_object(&self.marker_key(path))
-            .map_err(|e| log_s3(&e))?
+            .map_err(FsError::from)?
         {
             inode.metadata = PosixMetadata::decode(&info.metadata);
             inode.foreign = PosixMetadata::foreign(&info.metadata, info.content_type.as_deref());
@@ -97,7 +97,7 @@ impl Namespace {
         let Some(info) = self
             .store
             .head_object(&self.object_key(path))
-            .map_err(|e| log_s3(&e))?
+            .map_err(FsError::from)?
         else {
             return Ok(None);
         };
@@ -139,7 +139,7 @@ impl Namespace {
                 match child {
                     Some((_, inode)) => Some(inode.kind),
                     None if listed_complete || table.is_known_absent(parent, &name, now) => {
-                        return Err(libc::ENOENT);
+                        return Err(libc::ENOENT.into());
                     }
                     // A small directory listed before: one LIST re-validates all its names.
                     None if !relisted
@@ -161,7 +161,7 @@ impl Namespace {
             }
             if known.is_none() && self.deletes.is_outstanding(&self.object_key(&path)) {
                 // Renamed away a moment ago; S3 may still show it.
-                return Err(libc::ENOENT);
+                return Err(libc::ENOENT.into());
             }
             return match self.fetch_remote(parent, &name, &path, known)? {
                 Some(mut inode) => {
@@ -184,7 +184,7 @@ impl Namespace {
                             table.remember_absent(parent, &name, now + self.config.attr_ttl);
                         }
                     }
-                    Err(libc::ENOENT)
+                    Err(libc::ENOENT.into())
                 }
             };
         }
@@ -221,10 +221,10 @@ impl Namespace {
                     inode.valid_until = fresh.valid_until;
                     Ok(self.attributes(ino, inode))
                 } else {
-                    Err(libc::ENOENT)
+                    Err(libc::ENOENT.into())
                 }
             }
-            None => Err(libc::ENOENT),
+            None => Err(libc::ENOENT.into()),
         }
     }
 
@@ -234,13 +234,13 @@ impl Namespace {
             let table = self.table();
             let inode = table.get(ino).ok_or(libc::ENOENT)?;
             if inode.kind != Kind::Directory {
-                return Err(libc::ENOTDIR);
+                return Err(libc::ENOTDIR.into());
             }
             inode.path.clone()
         };
         let prefix = self.marker_key(&path);
         let deleting = self.deletes.outstanding_below(&prefix);
-        let listing = self.store.list_all(&prefix, true).map_err(|e| log_s3(&e))?;
+        let listing = self.store.list_all(&prefix, true).map_err(FsError::from)?;
         let now = Instant::now();
         let mut table = self.table();
         let mut seen: HashMap<String, u64> = HashMap::new();

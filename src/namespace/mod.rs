@@ -26,6 +26,7 @@
 mod attributes;
 mod deletes;
 mod entries;
+mod error;
 mod files;
 mod holders;
 mod inode;
@@ -44,7 +45,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::warn;
 
-use crate::s3::{ObjectStore, S3Error};
+use crate::s3::ObjectStore;
 use crate::upload::UploadContext;
 use deletes::DeferredDeletes;
 use files::{ActiveWrite, OpenFile};
@@ -52,8 +53,7 @@ pub(crate) use inode::Kind;
 use inode::{Inode, InodeTable, ROOT_INO};
 use metadata::PosixMetadata;
 
-pub(crate) type Errno = i32;
-pub(crate) type FsResult<T> = Result<T, Errno>;
+pub(crate) use error::{FsError, FsResult};
 
 const S_IFMT: u32 = libc::S_IFMT;
 const S_IFREG: u32 = libc::S_IFREG;
@@ -126,11 +126,6 @@ pub(crate) struct Namespace {
     flushed: std::sync::Condvar,
 }
 
-pub(super) fn log_s3(error: &S3Error) -> Errno {
-    warn!("{error}");
-    error.errno()
-}
-
 impl Namespace {
     pub(crate) fn new(
         config: NamespaceConfig,
@@ -181,7 +176,7 @@ impl Namespace {
 
     fn check_writable(&self) -> FsResult<()> {
         if self.config.read_only {
-            Err(libc::EROFS)
+            Err(libc::EROFS.into())
         } else {
             Ok(())
         }

@@ -1,8 +1,6 @@
 //! Names and keys: the object key and directory-marker key of a path under the mount
 //! prefix, and which names S3 can store and a directory entry can show.
 
-use log::warn;
-
 use super::inode::Kind;
 use super::*;
 
@@ -29,16 +27,18 @@ impl Namespace {
         name: &std::ffi::OsStr,
     ) -> FsResult<(String, String)> {
         let name = name.to_str().ok_or_else(|| {
-            warn!("name {name:?} is not UTF-8, which S3 keys must be: EINVAL");
-            libc::EINVAL
+            FsError::new(
+                libc::EINVAL,
+                format!("name {name:?} is not UTF-8, which S3 keys must be: EINVAL"),
+            )
         })?;
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(libc::EINVAL);
+            return Err(libc::EINVAL.into());
         }
         let table = self.table();
         let parent_inode = table.get(parent).ok_or(libc::ENOENT)?;
         if parent_inode.kind != Kind::Directory {
-            return Err(libc::ENOTDIR);
+            return Err(libc::ENOTDIR.into());
         }
         let path = if parent_inode.path.is_empty() {
             name.to_owned()
@@ -47,8 +47,10 @@ impl Namespace {
         };
         // +1 for the `/` of a directory marker.
         if self.config.prefix.len() + path.len() + 1 > MAX_KEY_LEN {
-            warn!("{path:?}: key would exceed S3's 1024 bytes: ENAMETOOLONG");
-            return Err(libc::ENAMETOOLONG);
+            return Err(FsError::new(
+                libc::ENAMETOOLONG,
+                format!("{path:?}: key would exceed S3's 1024 bytes: ENAMETOOLONG"),
+            ));
         }
         Ok((name.to_owned(), path))
     }

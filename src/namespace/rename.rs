@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use log::{error, warn};
+use log::error;
 
 use super::inode::Kind;
 use super::metadata::PosixMetadata;
@@ -40,14 +40,14 @@ impl Namespace {
             .ok();
         if let Some(target) = target {
             if no_replace {
-                return Err(libc::EEXIST);
+                return Err(libc::EEXIST.into());
             }
             match (source.kind, target.kind) {
                 (Kind::Directory, Kind::Directory) => {
                     self.rmdir(new_parent, std::ffi::OsStr::new(&new_name))?
                 }
-                (Kind::Directory, _) => return Err(libc::ENOTDIR),
-                (_, Kind::Directory) => return Err(libc::EISDIR),
+                (Kind::Directory, _) => return Err(libc::ENOTDIR.into()),
+                (_, Kind::Directory) => return Err(libc::EISDIR.into()),
                 _ => {
                     // The replaced file's held chmod/utimes must not land on the new object,
                     // and a writer still open on it is detached as if it were unlinked
@@ -135,7 +135,7 @@ impl Namespace {
                     if !self.deletes.schedule(&source_key) {
                         self.store
                             .delete_object(&source_key)
-                            .map_err(|e| log_s3(&e))?;
+                            .map_err(FsError::from)?;
                     }
                     return Ok(());
                 }
@@ -150,18 +150,16 @@ impl Namespace {
                         headers.content_type = Some(content_type);
                         writer.set_headers(headers);
                     }
-                    writer
-                        .move_started_upload(target_key.clone())
-                        .map_err(|_| libc::EIO)?;
+                    writer.move_started_upload(target_key.clone())?;
                     drop(writer);
                     if !self.deletes.schedule(&source_key) {
                         self.store
                             .delete_object(&source_key)
-                            .map_err(|e| log_s3(&e))?;
+                            .map_err(FsError::from)?;
                     }
                     return Ok(());
                 }
-                writer.commit().map_err(|_| libc::EIO)?;
+                writer.commit()?;
             }
             size = writer.size();
         }
@@ -182,7 +180,7 @@ impl Namespace {
             if pending {
                 self.table().hold(ino, Instant::now());
             }
-            return Err(log_s3(&error));
+            return Err(error.into());
         }
         if let Some(new_type) = retyped
             && let Some(inode) = self.table().get_mut(ino)
@@ -194,7 +192,7 @@ impl Namespace {
         if !self.deletes.schedule(&source_key) {
             self.store
                 .delete_object(&source_key)
-                .map_err(|e| log_s3(&e))?;
+                .map_err(FsError::from)?;
         }
         Ok(())
     }
@@ -208,7 +206,7 @@ impl Namespace {
         let source_prefix = self.marker_key(source_path);
         let target_prefix = self.marker_key(target_path);
         if target_prefix.starts_with(&source_prefix) {
-            return Err(libc::EINVAL);
+            return Err(libc::EINVAL.into());
         }
         let active_writes = self.table().active_writes();
         let writing_below = active_writes.iter().any(|active| {
@@ -216,18 +214,22 @@ impl Namespace {
             writer.key().starts_with(&source_prefix) && !writer.is_completed()
         });
         if writing_below {
-            warn!(
-                "{source_path:?}: renaming a directory with files still being written is not supported: EBUSY"
-            );
-            return Err(libc::EBUSY);
+            return Err(FsError::new(
+                libc::EBUSY,
+                format!(
+                    "{source_path:?}: renaming a directory with files still being written is not supported: EBUSY"
+                ),
+            ));
         }
         // Files renamed out of it must not be copied along, nor files renamed into it missed.
         let deadline = Instant::now() + self.uploads.stall_bound();
         if !self.deletes.wait_below(&source_prefix, deadline)
             || !self.deletes.wait_below(&target_prefix, deadline)
         {
-            warn!("{source_path:?}: files renamed out of it are still being deleted: EBUSY");
-            return Err(libc::EBUSY);
+            return Err(FsError::new(
+                libc::EBUSY,
+                format!("{source_path:?}: files renamed out of it are still being deleted: EBUSY"),
+            ));
         }
         // A held marker (new directory, chmod/utimes) is written once, at the new name.
         let (metadata, pending) = {
@@ -258,7 +260,7 @@ impl Namespace {
         let listing = self
             .store
             .list_all(source_prefix, false)
-            .map_err(|e| log_s3(&e))?;
+            .map_err(FsError::from)?;
         // Every new key is known before anything is copied: one too long for S3 fails
         // the rename up front (ENAMETOOLONG), with nothing copied.
         let mut to_copy: Vec<(&ListedObject, String)> = Vec::new();
@@ -271,11 +273,13 @@ impl Namespace {
             };
             let target = format!("{target_prefix}{rest}");
             if target.len() >= MAX_KEY_LEN {
-                warn!(
-                    "renaming {source_prefix:?} would give {:?} a key over S3's 1024 bytes: ENAMETOOLONG",
-                    object.key
-                );
-                return Err(libc::ENAMETOOLONG);
+                return Err(FsError::new(
+                    libc::ENAMETOOLONG,
+                    format!(
+                        "renaming {source_prefix:?} would give {:?} a key over S3's 1024 bytes: ENAMETOOLONG",
+                        object.key
+                    ),
+                ));
             }
             to_copy.push((object, target));
         }
@@ -334,7 +338,7 @@ impl Namespace {
                     left.len()
                 );
             }
-            return Err(log_s3(&error));
+            return Err(error.into());
         }
         if metadata_pending || listing.objects.is_empty() {
             self.put_marker(target_prefix, &metadata)?;
@@ -342,7 +346,7 @@ impl Namespace {
         for object in &listing.objects {
             self.store
                 .delete_object(&object.key)
-                .map_err(|e| log_s3(&e))?;
+                .map_err(FsError::from)?;
         }
         Ok(())
     }

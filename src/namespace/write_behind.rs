@@ -49,7 +49,7 @@ impl Namespace {
     /// renamed away from this name) is sent now, one in progress waited for.
     pub(super) fn delete_before_reuse(&self, key: &str) -> FsResult<()> {
         if self.deletes.take_or_wait(key) {
-            self.store.delete_object(key).map_err(|e| log_s3(&e))?;
+            self.store.delete_object(key).map_err(FsError::from)?;
         }
         Ok(())
     }
@@ -98,7 +98,7 @@ impl Namespace {
         let checksum = crc32c_base64(&body);
         self.store
             .put_object(key, body, &checksum, headers)
-            .map_err(|e| log_s3(&e))?;
+            .map_err(FsError::from)?;
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 
 pub(crate) mod budget;
 pub(crate) mod buffers;
+mod error;
 pub(crate) mod pool;
 pub(crate) mod schedule;
 pub(crate) mod writer;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::s3::ObjectStore;
 use budget::{MemoryBudget, Reservation, WaitFailure};
+pub(crate) use error::{UploadError, upload_error};
 use pool::UploadPool;
 use schedule::PartSchedule;
 

@@ -16,13 +16,14 @@ use log::{debug, error, info, warn};
 
 use super::budget::Reservation;
 use super::buffers::BufferPool;
+use super::{UploadError, upload_error};
 use crate::s3::{ObjectHeaders, ObjectStore, UploadedPart, crc32c_base64};
 
 #[derive(Debug, Default)]
 struct Progress {
     in_flight: u32,
     finished: BTreeMap<u32, UploadedPart>,
-    failure: Option<String>,
+    failure: Option<UploadError>,
     aborted: bool,
     /// Parts were in flight at the first abort: the next call repeats it.
     abort_again: bool,
@@ -90,7 +91,7 @@ impl MultipartUpload {
         &self,
         store: &dyn ObjectStore,
         retry_budget: Duration,
-    ) -> Result<String, String> {
+    ) -> Result<String, UploadError> {
         let _creating = self
             .creating
             .lock()
@@ -103,7 +104,7 @@ impl MultipartUpload {
             || store.create_multipart_upload(&self.key, &self.headers, true),
             || self.failure().is_some(),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(UploadError::from)?;
         debug!("created multipart upload for {:?}: {created}", self.key);
         *self
             .upload_id
@@ -119,12 +120,12 @@ impl MultipartUpload {
             .clone()
     }
 
-    pub(crate) fn failure(&self) -> Option<String> {
+    pub(crate) fn failure(&self) -> Option<UploadError> {
         self.progress().failure.clone()
     }
 
     /// Records the first failure; later ones add nothing.
-    pub(crate) fn fail(&self, reason: String) {
+    pub(crate) fn fail(&self, reason: UploadError) {
         let mut progress = self.progress();
         if progress.failure.is_none() {
             progress.failure = Some(reason);
@@ -175,7 +176,7 @@ impl MultipartUpload {
     }
 
     /// Waits until no part is in flight; returns the finished parts in order.
-    pub(crate) fn wait_for_parts(&self) -> Result<Vec<UploadedPart>, String> {
+    pub(crate) fn wait_for_parts(&self) -> Result<Vec<UploadedPart>, UploadError> {
         let mut progress = self.progress();
         while progress.in_flight > 0 {
             progress = self
@@ -436,8 +437,9 @@ impl UploadPool {
             None => Some(job),
         };
         if let Some(job) = rejected {
-            job.upload
-                .fail("the mount is shutting down; part not uploaded".to_owned());
+            job.upload.fail(upload_error!(
+                "the mount is shutting down; part not uploaded"
+            ));
             // No worker is left to repeat an abort: the shutdown aborts what is open.
             let _ = job.upload.part_finished(None);
             self.backlog.finished_one();
@@ -521,7 +523,7 @@ fn upload_one(aborter: &Aborter, job: &PartJob) -> Option<UploadedPart> {
                 etag,
                 checksum_crc32c: Some(checksum.clone()),
             })
-            .map_err(|e| e.to_string())
+            .map_err(UploadError::from)
         });
     match result {
         Ok(part) => {
@@ -538,7 +540,7 @@ fn upload_one(aborter: &Aborter, job: &PartJob) -> Option<UploadedPart> {
                 // Another part failed first and aborted the upload already.
                 return None;
             }
-            let reason = format!("part {} failed: {reason}", job.part_number);
+            let reason = reason.context(&format!("part {} failed", job.part_number));
             error!("upload of {:?} failed: {reason}; aborting it", upload.key);
             upload.fail(reason);
             upload.abort(aborter);

@@ -90,7 +90,7 @@ fn fsync_completes_the_object_and_a_write_after_it_is_eio() {
     fx.write(fh, 0, b"durable").unwrap();
     fx.ns.fsync(fh).unwrap();
     assert_eq!(fx.body("synced").unwrap(), b"durable");
-    assert_eq!(fx.ns.write(fh, 7, b"more").err(), Some(libc::EIO));
+    assert_eq!(fx.ns.write(fh, 7, b"more").errno(), Some(libc::EIO));
     fx.close(fh).unwrap();
     assert_eq!(fx.store.count("PutObject"), 1);
 }
@@ -128,7 +128,7 @@ fn a_write_into_bytes_already_uploaded_is_einval_and_the_file_still_completes() 
     fx.write(fh, 0, &data).unwrap();
     // Part 2 (5..10 MiB) has gone to the pool; part 1 is held and may still change.
     assert_eq!(
-        fx.ns.write(fh, 6 * MIB as u64, b"x").err(),
+        fx.ns.write(fh, 6 * MIB as u64, b"x").errno(),
         Some(libc::EINVAL)
     );
     fx.write(fh, 0, b"HEADER").unwrap();
@@ -145,5 +145,5 @@ fn a_read_only_mount_refuses_create_with_erofs() {
         ..Options::default()
     });
     let created = fx.ns.create(ROOT, OsStr::new("f"), 0o644, 0, 0, me());
-    assert_eq!(created.err(), Some(libc::EROFS));
+    assert_eq!(created.errno(), Some(libc::EROFS));
 }

@@ -30,6 +30,17 @@ pub(super) const ROOT: u64 = super::inode::ROOT_INO;
 /// A process other than the opener (init always exists).
 pub(super) const OTHER: u32 = 1;
 
+/// The errno of a failed call, for comparing with `libc::E*`.
+pub(super) trait ErrnoOf {
+    fn errno(self) -> Option<i32>;
+}
+
+impl<T> ErrnoOf for FsResult<T> {
+    fn errno(self) -> Option<i32> {
+        self.err().map(|error| error.errno())
+    }
+}
+
 pub(super) fn me() -> u32 {
     std::process::id()
 }

@@ -71,8 +71,12 @@ fn a_failed_move_of_a_streaming_upload_fails_the_rename_and_leaves_no_partial_ob
         (phase == crate::s3::memory::Phase::Before && op == "UploadPartCopy")
             .then(|| crate::s3::memory::access_denied(op, key))
     });
-    assert_eq!(fx.rename("streaming", "elsewhere").err(), Some(libc::EIO));
-    assert_eq!(fx.close(fh).err(), Some(libc::EIO));
+    // Refused (AccessDenied), not a disk error: EACCES, for the rename and the close.
+    assert_eq!(
+        fx.rename("streaming", "elsewhere").errno(),
+        Some(libc::EACCES)
+    );
+    assert_eq!(fx.close(fh).errno(), Some(libc::EACCES));
     eventually("no upload left", || fx.store.uploads().is_empty());
     assert!(fx.store.keys().is_empty(), "{:?}", fx.store.keys());
 }

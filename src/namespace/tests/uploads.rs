@@ -40,7 +40,7 @@ fn a_small_object_failing_past_the_retry_budget_fails_close_with_eio_and_leaves_
     fx.store.set_hook(fail_first(usize::MAX, "PutObject"));
     let (_, fh) = fx.create("lost");
     fx.write(fh, 0, b"data").unwrap();
-    assert_eq!(fx.close(fh).err(), Some(libc::EIO));
+    assert_eq!(fx.close(fh).errno(), Some(libc::EIO));
     assert!(fx.store.object("lost").is_none());
 }
 
@@ -53,7 +53,7 @@ fn a_part_failing_past_the_retry_budget_fails_close_with_eio_and_aborts_the_uplo
     fx.store.set_hook(fail_first(usize::MAX, "UploadPart"));
     let (_, fh) = fx.create("lost");
     fx.write(fh, 0, &bytes(12 * MIB, 8)).unwrap();
-    assert_eq!(fx.close(fh).err(), Some(libc::EIO));
+    assert_eq!(fx.close(fh).errno(), Some(libc::EIO));
     eventually("the upload aborted", || fx.store.uploads().is_empty());
     assert!(fx.store.object("lost").is_none());
     assert_eq!(fx.store.count("CompleteMultipartUpload"), 0);
@@ -122,7 +122,7 @@ fn an_upload_aborted_by_someone_else_fails_close_and_publishes_nothing() {
     for (key, id) in store.uploads() {
         store.abort_multipart_upload(&key, &id).unwrap();
     }
-    assert_eq!(fx.close(fh).err(), Some(libc::EIO));
+    assert_eq!(fx.close(fh).errno(), Some(libc::EIO));
     assert!(fx.store.object("raced").is_none());
 }
 
@@ -172,4 +172,28 @@ fn an_abort_is_repeated_after_the_last_part_in_flight_ends() {
     });
     assert!(fx.store.uploads().is_empty());
     assert!(fx.store.object("interrupted").is_none());
+}
+
+#[test]
+fn access_denied_at_complete_reaches_close_as_eacces_and_the_upload_is_aborted() {
+    let fx = Fixture::new();
+    fx.store.set_hook(|phase, op, key| {
+        (phase == Phase::Before && op == "CompleteMultipartUpload").then(|| access_denied(op, key))
+    });
+    let (_, fh) = fx.create("denied");
+    fx.write(fh, 0, &bytes(12 * MIB, 15)).unwrap();
+    assert_eq!(fx.close(fh).errno(), Some(libc::EACCES));
+    eventually("the upload aborted", || fx.store.uploads().is_empty());
+    assert!(fx.store.object("denied").is_none());
+}
+
+#[test]
+fn access_denied_for_a_small_file_reaches_close_as_eacces() {
+    let fx = Fixture::new();
+    fx.store.set_hook(|phase, op, key| {
+        (phase == Phase::Before && op == "PutObject").then(|| access_denied(op, key))
+    });
+    let (_, fh) = fx.create("denied");
+    fx.write(fh, 0, b"x").unwrap();
+    assert_eq!(fx.close(fh).errno(), Some(libc::EACCES));
 }

@@ -13,7 +13,7 @@ use crate::s3::{composite_checksum, crc32c_base64};
 impl ObjectWriter {
     /// Makes the object appear in S3 with exactly the bytes written, or fails and
     /// leaves no object and no multipart upload. Idempotent.
-    pub(crate) fn commit(&mut self) -> Result<(), String> {
+    pub(crate) fn commit(&mut self) -> Result<(), UploadError> {
         self.spare = None;
         let parts = match std::mem::replace(&mut self.state, State::Discarded) {
             State::Writing(parts) => parts,
@@ -51,7 +51,7 @@ impl ObjectWriter {
         }
     }
 
-    pub(super) fn put_single(&self, mut parts: Parts) -> Result<u32, String> {
+    pub(super) fn put_single(&self, mut parts: Parts) -> Result<u32, UploadError> {
         let body = parts
             .current
             .take()
@@ -67,12 +67,12 @@ impl ObjectWriter {
             },
             || false,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(UploadError::from)?;
         if let Some(reported) = reported
             && reported != checksum
         {
             // The object is there but not what we wrote: remove it rather than leave it.
-            return Err(format!(
+            return Err(upload_error!(
                 "server stored CRC32C {reported}, we sent {checksum}; {}",
                 self.remove_object()
             ));
@@ -84,7 +84,7 @@ impl ObjectWriter {
         &self,
         mut parts: Parts,
         upload: &Arc<MultipartUpload>,
-    ) -> Result<u32, String> {
+    ) -> Result<u32, UploadError> {
         let store = &self.context.store;
         let last_part = parts.part_count();
         parts.send_retained_first(&self.context);
@@ -102,12 +102,15 @@ impl ObjectWriter {
                 return Err(reason);
             }
         };
-        let finish = || -> Result<(), String> {
+        let finish = || -> Result<(), UploadError> {
             let upload_id = upload
                 .upload_id()
                 .ok_or_else(|| "multipart upload was never created".to_owned())?;
             if uploaded.len() != last_part as usize {
-                return Err(format!("{} of {last_part} parts uploaded", uploaded.len()));
+                return Err(upload_error!(
+                    "{} of {last_part} parts uploaded",
+                    uploaded.len()
+                ));
             }
             let expected = composite_checksum(&uploaded);
             let reported = match crate::s3::retry_within(
@@ -124,14 +127,14 @@ impl ObjectWriter {
                         Ok(Some(info)) if info.checksum_crc32c.as_deref() == Some(&expected) => {
                             Ok(())
                         }
-                        _ => Err(format!(
+                        _ => Err(upload_error!(
                             "the multipart upload was gone at completion (NoSuchUpload: aborted \
                              elsewhere?) and the object under the key is not ours: {e}; \
                              nothing was changed"
                         )),
                     };
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             };
             // Only a composite checksum ("...-N" with our part count) is comparable with
             // ours; a full-object checksum or another form is left to the size check.
@@ -143,7 +146,7 @@ impl ObjectWriter {
             {
                 // Complete has happened, so there is no upload left to abort: the object
                 // itself must go.
-                return Err(format!(
+                return Err(upload_error!(
                     "server reports CRC32C {reported} for the completed object, expected {expected}; {}",
                     self.remove_object()
                 ));
@@ -192,21 +195,23 @@ impl ObjectWriter {
     /// After Complete, the object must have exactly the size written. A wrong object is
     /// removed only when its checksum proves it is ours (`checksum`): one that another
     /// writer put there meanwhile is left alone.
-    pub(super) fn verify_size(&self, size: u64, checksum: &str) -> Result<(), String> {
+    pub(super) fn verify_size(&self, size: u64, checksum: &str) -> Result<(), UploadError> {
         match self.context.store.head_object(&self.key) {
             Ok(Some(info)) if info.size == size => Ok(()),
-            Ok(Some(info)) if info.checksum_crc32c.as_deref() == Some(checksum) => Err(format!(
-                "completed object has {} bytes, {size} were written; {}",
-                info.size,
-                self.remove_object()
-            )),
-            Ok(Some(info)) => Err(format!(
+            Ok(Some(info)) if info.checksum_crc32c.as_deref() == Some(checksum) => {
+                Err(upload_error!(
+                    "completed object has {} bytes, {size} were written; {}",
+                    info.size,
+                    self.remove_object()
+                ))
+            }
+            Ok(Some(info)) => Err(upload_error!(
                 "the object under the key has {} bytes, {size} were written, and it is not \
                  ours (replaced meanwhile?): left as it is",
                 info.size
             )),
-            Ok(None) => Err("completed object is not there".to_owned()),
-            Err(e) => Err(format!("could not verify the completed object: {e}")),
+            Ok(None) => Err(upload_error!("completed object is not there")),
+            Err(e) => Err(upload_error!("could not verify the completed object: {e}")),
         }
     }
 
@@ -223,7 +228,7 @@ impl ObjectWriter {
         if self.is_completed() || self.failure().is_some() {
             return false;
         }
-        self.stop(why, State::Failed(format!("upload aborted: {why}")));
+        self.stop(why, State::Failed(upload_error!("upload aborted: {why}")));
         true
     }
 
@@ -234,7 +239,7 @@ impl ObjectWriter {
         {
             // No wait for parts in flight: a stop must never hang (the server may not
             // answer); the pool repeats the abort once they are done.
-            upload.fail(format!("aborted: {why}"));
+            upload.fail(upload_error!("aborted: {why}"));
             match self.context.pool.aborter() {
                 Some(aborter) => upload.abort_in_background(&aborter),
                 None => self.abort_upload(&upload),

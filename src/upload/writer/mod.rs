@@ -10,9 +10,9 @@ use log::warn;
 mod commit;
 mod moves;
 
-use super::UploadContext;
 use super::budget::Reservation;
 use super::pool::MultipartUpload;
+use super::{UploadContext, UploadError, upload_error};
 use crate::s3::ObjectHeaders;
 
 /// Why a write was refused.
@@ -23,7 +23,7 @@ pub(crate) enum WriteError {
     /// Into bytes already handed to the upload pool.
     AlreadyUploaded { writable_from: u64, size: u64 },
     /// The upload failed; the reason was logged.
-    Failed(String),
+    Failed(UploadError),
     /// The object was already completed (fsync, or close from the opener).
     Completed,
 }
@@ -33,7 +33,8 @@ impl WriteError {
         match self {
             WriteError::TooLarge { .. } => libc::EFBIG,
             WriteError::AlreadyUploaded { .. } => libc::EINVAL,
-            WriteError::Failed(_) | WriteError::Completed => libc::EIO,
+            WriteError::Failed(reason) => reason.errno(),
+            WriteError::Completed => libc::EIO,
         }
     }
 }
@@ -99,7 +100,7 @@ enum State {
     Completed {
         size: u64,
     },
-    Failed(String),
+    Failed(UploadError),
     /// Unlinked while open: writes are accepted and dropped, nothing is uploaded.
     Discarded,
 }
@@ -220,7 +221,7 @@ impl ObjectWriter {
         }
     }
 
-    pub(crate) fn failure(&self) -> Option<&str> {
+    pub(crate) fn failure(&self) -> Option<&UploadError> {
         match &self.state {
             State::Failed(reason) => Some(reason),
             _ => None,

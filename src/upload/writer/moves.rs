@@ -16,10 +16,10 @@ impl ObjectWriter {
     /// (the same part numbers), and writing goes on into that upload. Part 1 is sent
     /// first, so it can no longer be patched. The caller deletes the old key. On
     /// failure the upload is aborted and the writer has failed.
-    pub(crate) fn move_started_upload(&mut self, key: String) -> Result<(), String> {
+    pub(crate) fn move_started_upload(&mut self, key: String) -> Result<(), UploadError> {
         let context = Arc::clone(&self.context);
         let State::Writing(parts) = &mut self.state else {
-            return Err("the upload is no longer in progress".to_owned());
+            return Err(upload_error!("the upload is no longer in progress"));
         };
         let Some(upload) = parts.upload.clone() else {
             self.key = key;
@@ -38,7 +38,8 @@ impl ObjectWriter {
             }
             Err(reason) => {
                 self.abort_upload(&upload);
-                let reason = format!("moving the upload to {key:?} for a rename failed: {reason}");
+                let reason =
+                    reason.context(&format!("moving the upload to {key:?} for a rename failed"));
                 error!("upload of {:?} failed and was aborted: {reason}", self.key);
                 self.state = State::Failed(reason.clone());
                 Err(reason)
@@ -55,7 +56,7 @@ fn move_parts(
     old_key: &str,
     new_key: &str,
     headers: &ObjectHeaders,
-) -> Result<Arc<MultipartUpload>, String> {
+) -> Result<Arc<MultipartUpload>, UploadError> {
     let store = &context.store;
     let budget = context.retry_budget;
     let uploaded = upload.wait_for_parts()?;
@@ -67,7 +68,7 @@ fn move_parts(
         || store.complete_multipart_upload(old_key, &old_id, &uploaded),
         || false,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(UploadError::from)?;
     copy_into_new_upload(context, &uploaded, old_key, new_key, headers).inspect_err(|_| {
         // Only a prefix of the file is under the old key: it must not stay visible.
         if let Err(e) = store.delete_object(old_key) {
@@ -84,7 +85,7 @@ fn copy_into_new_upload(
     old_key: &str,
     new_key: &str,
     headers: &ObjectHeaders,
-) -> Result<Arc<MultipartUpload>, String> {
+) -> Result<Arc<MultipartUpload>, UploadError> {
     let store = &context.store;
     let budget = context.retry_budget;
     let new_id = crate::s3::retry_within(
@@ -92,8 +93,8 @@ fn copy_into_new_upload(
         || store.create_multipart_upload(new_key, headers, true),
         || false,
     )
-    .map_err(|e| e.to_string())?;
-    let copied: Result<Vec<UploadedPart>, String> = uploaded
+    .map_err(UploadError::from)?;
+    let copied: Result<Vec<UploadedPart>, UploadError> = uploaded
         .iter()
         .map(|part| {
             let start = context.schedule.part_start(part.part_number);
@@ -111,7 +112,7 @@ fn copy_into_new_upload(
                 },
                 || false,
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(UploadError::from)?;
             // The same bytes: the same checksum, which Complete names.
             Ok(UploadedPart {
                 etag,
