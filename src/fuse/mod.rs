@@ -4,7 +4,20 @@
 //! handle snapshots, and which thread answers. Operations that can wait long (close,
 //! fsync, rename, a write blocked on the memory budget) are answered from responder
 //! threads (`responders`), so a slow upload never stalls `ls` or `stat` on the dispatch
-//! threads.
+//! threads. Errors are logged here, once, as they are replied (`FsError::log`).
+//!
+//! Which thread answers what, and the longest it may wait (every wait is bounded):
+//!
+//! | operation | thread | may wait for |
+//! |---|---|---|
+//! | lookup, getattr, opendir, readdir, readlink, statfs, forget | dispatch | one or two S3 requests (HEAD, LIST, GET), each within `--request-timeout` |
+//! | read | dispatch | ranged GETs, each within the request timeout |
+//! | create, open, mkdir, symlink | dispatch | a queued delete of the same name, sent at once; a held self-copy of the key in flight (the stall bound: retry budget + 30 s) |
+//! | write | dispatch; a responder once it must wait | memory or pool room: EDQUOT after the stall bound, EINTR on a fatal signal, EIO at unmount |
+//! | setattr, unlink, rmdir, rename | responder | S3 copies and deletes; for rmdir and a directory rename, the deletes still queued below it (the stall bound) |
+//! | flush, release, fsync, fsyncdir | responder | completing an upload: its parts and Complete, each within the retry budget |
+//!
+//! There are 8 dispatch threads; responders start as needed (at most 32 stay idle).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;

@@ -129,9 +129,6 @@ impl Namespace {
 
     /// Sends attribute changes held for at least `min_age` (CopyObject onto itself).
     pub(crate) fn apply_pending_metadata(&self, min_age: Duration) {
-        // Taken before the changes are: a directory rmdir'd or renamed meanwhile has no
-        // held marker left to write at its old name.
-        let _marker_writes = self.lock_marker_writes();
         let now = Instant::now();
         // The change stays held (and so what stat shows) until it has landed: a stat in
         // between must not fetch the object's old attributes over it.
@@ -168,19 +165,24 @@ impl Namespace {
         } in due
         {
             let key = self.object_key(&path);
-            if kind != Kind::Directory {
-                // Still held (no rewrite, rename or unlink took it since the snapshot):
-                // claim the key, under the table lock they clear the change under.
-                let table = self.table();
-                let still_held = table
-                    .get(ino)
-                    .is_some_and(|i| i.pending_metadata_since == Some(since) && i.path == path);
-                if !still_held {
-                    continue;
-                }
-                self.flushing_keys().insert(key.clone());
-                drop(table);
+            // A marker is written under `marker_writes`, one at a time, so an rmdir or a
+            // directory rename (which take it, then drop the held change) either comes
+            // before (nothing left to write) or after (the marker is there to remove).
+            // File copies do not take it: a slow copy never stalls rmdir.
+            let _marker_writes = (kind == Kind::Directory).then(|| self.lock_marker_writes());
+            // Still held (no rewrite, rename, unlink or rmdir took it since the snapshot).
+            let table = self.table();
+            let still_held = table
+                .get(ino)
+                .is_some_and(|i| i.pending_metadata_since == Some(since) && i.path == path);
+            if !still_held {
+                continue;
             }
+            if kind != Kind::Directory {
+                // Claimed under the table lock they clear the change under (audit H2).
+                self.flushing_keys().insert(key.clone());
+            }
+            drop(table);
             let applied = if kind == Kind::Directory {
                 self.store
                     .put_object(
