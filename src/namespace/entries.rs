@@ -12,6 +12,16 @@ use super::metadata::PosixMetadata;
 use super::*;
 
 impl Namespace {
+    /// The name and path of a new entry: the mount is writable, the name free and one
+    /// S3 can store.
+    fn free_name(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<(String, String)> {
+        self.check_writable()?;
+        if self.lookup(parent, name).is_ok() {
+            return Err(libc::EEXIST.into());
+        }
+        self.child_path(parent, name)
+    }
+
     pub(crate) fn mkdir(
         &self,
         parent: u64,
@@ -20,11 +30,7 @@ impl Namespace {
         uid: u32,
         gid: u32,
     ) -> FsResult<Attributes> {
-        self.check_writable()?;
-        if self.lookup(parent, name).is_ok() {
-            return Err(libc::EEXIST.into());
-        }
-        let (name, path) = self.child_path(parent, name)?;
+        let (name, path) = self.free_name(parent, name)?;
         let (setgid, gid) = self.inherit_from(parent, gid);
         let metadata = PosixMetadata {
             mode: Some(S_IFDIR | (mode & 0o7777) | setgid),
@@ -120,11 +126,7 @@ impl Namespace {
         uid: u32,
         gid: u32,
     ) -> FsResult<Attributes> {
-        self.check_writable()?;
-        if self.lookup(parent, name).is_ok() {
-            return Err(libc::EEXIST.into());
-        }
-        let (name, path) = self.child_path(parent, name)?;
+        let (name, path) = self.free_name(parent, name)?;
         let target = target.to_str().ok_or(libc::EINVAL)?;
         self.delete_before_reuse(&self.object_key(&path))?;
         let metadata = PosixMetadata {
