@@ -41,6 +41,11 @@ use super::paths::content_type_for;
 use super::*;
 use crate::read::ObjectReader;
 use crate::s3::ObjectHeaders;
+use crate::upload::UploadError;
+
+/// Upload failures kept for the next open at most (then all are forgotten; the log
+/// has every one).
+const MAX_UNREPORTED: usize = 1024;
 use crate::upload::writer::{ObjectWriter, WriteError, WriteProgress};
 
 /// A file's upload while it is open for writing, shared by its handles and its inode.
@@ -52,6 +57,9 @@ pub(crate) struct ActiveWrite {
     /// (An empty completion is not final: dd closes a duplicate before writing, and the
     /// writes that follow start the object over.)
     pub(super) opener_tgid: u32,
+    /// A close or fsync has returned the upload's failure to a program (audit H4: a
+    /// failure nobody was told goes to the next open of the file).
+    pub(super) reported: std::sync::atomic::AtomicBool,
 }
 
 impl ActiveWrite {
@@ -115,6 +123,7 @@ impl Namespace {
             writer: Mutex::new(ObjectWriter::new(Arc::clone(&self.uploads), key, headers)),
             size: AtomicU64::new(0),
             opener_tgid: thread_group_of(pid),
+            reported: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -129,6 +138,7 @@ impl Namespace {
     ) -> FsResult<(Attributes, u64)> {
         self.check_writable()?;
         let (name, path) = self.child_path(parent, name)?;
+        self.take_unreported(&self.object_key(&path), &path)?;
         // A file just renamed away from this name: its delete must not hit the new one.
         self.delete_before_reuse(&self.object_key(&path))?;
         let (_, gid) = self.inherit_from(parent, gid);
@@ -160,6 +170,37 @@ impl Namespace {
         Ok((attributes, fh))
     }
 
+    /// An upload that failed after its last close (at release, or after its writer
+    /// was killed): no program was told, so the next open of the file is.
+    fn remember_unreported(&self, key: String, failure: UploadError) {
+        let mut unreported = self
+            .unreported
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if unreported.len() >= MAX_UNREPORTED {
+            unreported.clear();
+        }
+        unreported.insert(key, failure);
+    }
+
+    /// The failure [`Self::remember_unreported`] kept for `key`, once, as an error.
+    fn take_unreported(&self, key: &str, path: &str) -> FsResult<()> {
+        let failure = self
+            .unreported
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(key);
+        match failure {
+            None => Ok(()),
+            Some(failure) => Err(FsError::new(
+                libc::EIO,
+                format!(
+                    "{path:?}: its last upload failed after its last close, so this open reports it: {failure}: EIO"
+                ),
+            )),
+        }
+    }
+
     pub(crate) fn open(&self, ino: u64, flags: i32, pid: u32) -> FsResult<u64> {
         let attributes = self.getattr(ino)?;
         if attributes.kind == Kind::Directory {
@@ -176,6 +217,7 @@ impl Namespace {
             )
         };
         let key = self.object_key(&path);
+        self.take_unreported(&key, &path)?;
         if flags & libc::O_ACCMODE == libc::O_RDONLY {
             // Never waits for the writer's lock (a commit may hold it while Complete is
             // sent): a writer that is busy is still being written.
@@ -411,13 +453,18 @@ impl Namespace {
                  completing at the last close",
                 active.opener_tgid
             );
-            return if active.writer().has_failed() {
-                Err(libc::EIO.into())
-            } else {
-                Ok(())
-            };
+            if !active.writer().has_failed() {
+                return Ok(());
+            }
+            active.reported.store(!killed, Ordering::Release);
+            return Err(libc::EIO.into());
         }
-        self.complete(*ino, active)
+        let result = self.complete(*ino, active);
+        // A killed process got its answer before this completion: it was told nothing.
+        if result.is_err() && !killed {
+            active.reported.store(true, Ordering::Release);
+        }
+        result
     }
 
     /// Whether some process still has the file `ino` open. Without a known mountpoint:
@@ -433,7 +480,13 @@ impl Namespace {
     pub(crate) fn fsync(&self, fh: u64) -> FsResult<()> {
         let file = self.handle(fh)?;
         match &*file {
-            OpenFile::Writer { ino, active } => self.complete(*ino, active),
+            OpenFile::Writer { ino, active } => {
+                let result = self.complete(*ino, active);
+                if result.is_err() {
+                    active.reported.store(true, Ordering::Release);
+                }
+                result
+            }
             OpenFile::Reader { .. } => {
                 self.apply_pending_metadata(Duration::ZERO);
                 Ok(())
@@ -464,6 +517,13 @@ impl Namespace {
         } else {
             Ok(())
         };
+        let failure = active.writer().failure().cloned();
+        if let Some(failure) = failure
+            && !active.reported.load(Ordering::Acquire)
+        {
+            let key = active.writer().key().to_owned();
+            self.remember_unreported(key, failure);
+        }
         let mut table = self.table();
         if let Some(inode) = table.get_mut(*ino)
             && inode

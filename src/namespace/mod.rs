@@ -124,6 +124,9 @@ pub(crate) struct Namespace {
     /// of the old object can never land after the new one (audit H2).
     flushing: Mutex<HashSet<String>>,
     flushed: std::sync::Condvar,
+    /// Upload failures no close() could report, by key: the next open of the file gets
+    /// EIO once (audit H4).
+    unreported: Mutex<HashMap<String, crate::upload::UploadError>>,
 }
 
 impl Namespace {
@@ -161,6 +164,7 @@ impl Namespace {
             marker_writes: Mutex::new(()),
             flushing: Mutex::new(HashSet::new()),
             flushed: std::sync::Condvar::new(),
+            unreported: Mutex::new(HashMap::new()),
         })
     }
 

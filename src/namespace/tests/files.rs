@@ -147,3 +147,48 @@ fn a_read_only_mount_refuses_create_with_erofs() {
     let created = fx.ns.create(ROOT, OsStr::new("f"), 0o644, 0, 0, me());
     assert_eq!(created.errno(), Some(libc::EROFS));
 }
+
+#[test]
+fn an_upload_failing_after_the_last_close_is_reported_to_the_next_open_once() {
+    let fx = Fixture::with(Options {
+        retry_budget: Duration::from_millis(300),
+        ..Options::default()
+    });
+    let (ino, fh) = fx.create("late");
+    fx.write(fh, 0, b"data").unwrap();
+    // A child closes last: the release completes, and nobody can be told it failed.
+    fx.ns.flush(fh, OTHER, false).unwrap();
+    fx.store.set_hook(|phase, op, key| {
+        (phase == crate::s3::memory::Phase::Before && op == "PutObject")
+            .then(|| crate::s3::memory::internal_error(op, key))
+    });
+    assert!(fx.ns.release(fh).is_err());
+    fx.store.set_hook(|_, _, _| None);
+    assert_eq!(
+        fx.ns.open(ino, libc::O_RDONLY, me()).errno(),
+        Some(libc::EIO)
+    );
+    let (_, again) = fx.create("late");
+    fx.write(again, 0, b"data").unwrap();
+    fx.close(again)
+        .expect("told once: the next writer starts clean");
+    assert_eq!(fx.body("late").unwrap(), b"data");
+}
+
+#[test]
+fn a_failure_a_close_reported_is_not_reported_again_at_the_next_open() {
+    let fx = Fixture::with(Options {
+        retry_budget: Duration::from_millis(300),
+        ..Options::default()
+    });
+    fx.store.set_hook(|phase, op, key| {
+        (phase == crate::s3::memory::Phase::Before && op == "PutObject")
+            .then(|| crate::s3::memory::internal_error(op, key))
+    });
+    let (_, fh) = fx.create("told");
+    fx.write(fh, 0, b"data").unwrap();
+    assert_eq!(fx.close(fh).errno(), Some(libc::EIO));
+    fx.store.set_hook(|_, _, _| None);
+    let (_, again) = fx.create("told");
+    fx.close(again).expect("the close was told already");
+}
