@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod listing;
+mod multipart;
 mod objects;
 
 use std::future::Future;
@@ -16,9 +17,12 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ChecksumMode;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Part,
+};
 use common::{S3Server, make_temp_dir};
 use s3upfs_local::LocalServer;
 
@@ -60,7 +64,24 @@ conformance! {
     objects::keys_with_spaces_plus_percent_and_unicode_are_stored_listed_and_copied,
     listing::a_delimited_listing_names_each_common_prefix_once_across_small_pages,
     listing::a_flat_listing_pages_through_every_key_in_order_with_continuation_tokens,
+    multipart::crc32c_parts_complete_to_a_composite_checksum_and_an_etag_ending_in_dash_n,
+    multipart::a_part_with_a_wrong_crc32c_is_refused_as_a_bad_digest,
+    multipart::a_part_under_5_mib_that_is_not_the_last_is_refused_at_complete {
+        garage: "Garage 2.5.0 does not enforce the 5 MiB minimum part size: Complete succeeds",
+    },
+    multipart::a_part_named_at_complete_unknown_or_with_another_etag_or_crc32c_is_refused,
+    multipart::parts_out_of_order_are_refused_at_complete_as_invalid_part_order,
+    multipart::an_aborted_upload_is_no_such_upload_to_complete_upload_part_and_abort,
+    multipart::list_parts_lists_the_uploaded_parts_with_their_etags_and_crc32cs,
+    multipart::list_multipart_uploads_lists_an_unfinished_upload_under_its_prefix,
+    multipart::upload_part_copy_of_byte_ranges_completes_to_those_bytes,
+    multipart::upload_part_copy_into_a_crc32c_upload_completes_naming_local_crc32cs {
+        local: "s3upfs-local records no checksum for a copied part: Complete naming its CRC32C \
+                is InvalidPart (a file renamed while being written fails with --local)",
+    },
 }
+
+pub const MIB: usize = 1 << 20;
 
 #[derive(Clone, Copy)]
 pub enum Server {
@@ -129,9 +150,32 @@ pub fn answer<T, E: ProvideErrorMetadata>(
     })
 }
 
+/// `(400, code)`.
+pub fn bad(code: &str) -> Refusal {
+    (400, code.to_owned())
+}
+
 /// CRC32C as S3 sends it: base64 of the big-endian value.
 pub fn crc32c(data: &[u8]) -> String {
     aws_smithy_types::base64::encode(crc32c::crc32c(data).to_be_bytes())
+}
+
+/// S3's composite checksum of a multipart object: CRC32C of the parts' raw CRC32Cs, `-N`.
+pub fn composite_crc32c(parts: &[&[u8]]) -> String {
+    let raw: Vec<u8> = parts
+        .iter()
+        .flat_map(|p| crc32c::crc32c(p).to_be_bytes())
+        .collect();
+    format!("{}-{}", crc32c(&raw), parts.len())
+}
+
+/// `n` deterministic pseudo-random bytes.
+pub fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    common::random_bytes(n, seed)
+}
+
+pub fn unquote(etag: &str) -> &str {
+    etag.trim_matches('"')
 }
 
 impl Target {
@@ -218,5 +262,112 @@ impl Target {
             }
         }
         encoded
+    }
+
+    /// CreateMultipartUpload, with ChecksumAlgorithm CRC32C when `checksummed` (as the mount).
+    pub async fn create_upload(&self, key: &str, checksummed: bool) -> String {
+        self.c
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_checksum_algorithm(checksummed.then_some(ChecksumAlgorithm::Crc32C))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("CreateMultipartUpload {key}: {e:?}"))
+            .upload_id()
+            .expect("an upload id")
+            .to_owned()
+    }
+
+    /// UploadPart as the mount sends it (unsigned payload, `checksum` as its CRC32C header);
+    /// the part as Complete names it.
+    pub async fn try_upload_part(
+        &self,
+        (key, id): (&str, &str),
+        n: i32,
+        body: &[u8],
+        checksum: &str,
+    ) -> Answer<CompletedPart> {
+        let request = self
+            .c
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(id)
+            .part_number(n)
+            .checksum_crc32_c(checksum)
+            .body(ByteStream::from(body.to_vec()))
+            .customize()
+            .disable_payload_signing();
+        let out = answer(request.send().await)?;
+        Ok(CompletedPart::builder()
+            .part_number(n)
+            .e_tag(out.e_tag().expect("UploadPart answers an ETag"))
+            .checksum_crc32_c(checksum)
+            .build())
+    }
+
+    /// [`Target::try_upload_part`] with the body's CRC32C, which must succeed.
+    pub async fn upload_part(&self, key: &str, id: &str, n: i32, body: &[u8]) -> CompletedPart {
+        let part = self
+            .try_upload_part((key, id), n, body, &crc32c(body))
+            .await;
+        part.unwrap_or_else(|e| panic!("UploadPart {key} #{n}: {e:?}"))
+    }
+
+    pub async fn abort(&self, key: &str, id: &str) -> Answer<()> {
+        let request = self
+            .c
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key);
+        answer(request.upload_id(id).send().await).map(drop)
+    }
+
+    /// The parts ListParts names (one page).
+    pub async fn list_parts(&self, key: &str, id: &str) -> Vec<Part> {
+        let request = self
+            .c
+            .list_parts()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(id);
+        let out = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("ListParts {key}: {e:?}"));
+        out.parts().to_vec()
+    }
+
+    /// `bodies` uploaded as parts 1..=N of a new CRC32C upload of `key`: its id and parts.
+    pub async fn upload_parts(&self, key: &str, bodies: &[&[u8]]) -> (String, Vec<CompletedPart>) {
+        let id = self.create_upload(key, true).await;
+        let mut parts = Vec::new();
+        for (n, body) in (1..).zip(bodies) {
+            parts.push(self.upload_part(key, &id, n, body).await);
+        }
+        (id, parts)
+    }
+
+    pub async fn complete(
+        &self,
+        key: &str,
+        id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> Answer<CompleteMultipartUploadOutput> {
+        let result = self
+            .c
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await;
+        answer(result)
     }
 }
