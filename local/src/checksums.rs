@@ -92,7 +92,7 @@ impl Alg {
         }
     }
 
-    fn enable(self, hasher: &mut ChecksumHasher) {
+    pub(crate) fn enable(self, hasher: &mut ChecksumHasher) {
         match self {
             Alg::Crc32 => hasher.crc32 = Some(Default::default()),
             Alg::Crc32c => hasher.crc32c = Some(Default::default()),

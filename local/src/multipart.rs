@@ -5,6 +5,7 @@
 //! UploadPart of an unknown upload are NoSuchUpload; ListParts and ListMultipartUploads (which
 //! s3s-fs does not implement) are answered from the files the `parts` module owns.
 
+use s3s::checksum::ChecksumHasher;
 use s3s::dto;
 use s3s::{S3, S3ErrorCode, S3Request, S3Response, S3Result};
 
@@ -125,17 +126,28 @@ impl LocalFs {
         if !self.store.data_path(&src_bucket, &src_key).is_file() {
             return Err(no_such_key(&src_key));
         }
-        let resp = self.inner.upload_part_copy(req).await?;
+        let mut resp = self.inner.upload_part_copy(req).await?;
         let etag = etag_value(
             resp.output
                 .copy_part_result
                 .as_ref()
                 .and_then(|r| r.e_tag.as_ref()),
         );
-        self.with_store(move |store| {
-            store.write_part_record(&id, n, &etag, &dto::Checksum::default())
-        })
-        .await?;
+        // As S3 does for an upload that takes checksums: the copied part's CRC32C,
+        // computed here from the bytes, recorded for Complete and returned.
+        let sums = self
+            .with_store(move |store| {
+                let mut hasher = ChecksumHasher::default();
+                Alg::Crc32c.enable(&mut hasher);
+                let sums = checksums_of_file(&store.part_path(&id, n), hasher)
+                    .map_err(|e| io_err("cannot read the copied part", e))?;
+                store.write_part_record(&id, n, &etag, &sums)?;
+                Ok(sums)
+            })
+            .await?;
+        if let Some(result) = resp.output.copy_part_result.as_mut() {
+            result.checksum_crc32c = sums.checksum_crc32c;
+        }
         Ok(resp)
     }
 

@@ -74,17 +74,13 @@ fn file_attr(attributes: &Attributes) -> FileAttr {
         ino: INodeNo(attributes.ino),
         size: attributes.size,
         blocks: attributes.size.div_ceil(512),
-        atime: attributes.mtime,
+        atime: attributes.atime,
         mtime: attributes.mtime,
-        ctime: attributes.mtime,
+        ctime: attributes.ctime,
         crtime: attributes.mtime,
         kind: file_type(attributes.kind),
         perm: attributes.perm,
-        nlink: if attributes.kind == Kind::Directory {
-            2
-        } else {
-            1
-        },
+        nlink: attributes.nlink,
         uid: attributes.uid,
         gid: attributes.gid,
         rdev: 0,
@@ -176,7 +172,7 @@ impl Filesystem for FuseAdapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
@@ -192,6 +188,7 @@ impl Filesystem for FuseAdapter {
             gid,
             size,
             mtime: mtime.map(time_of),
+            atime: atime.map(time_of),
         };
         let namespace = Arc::clone(&self.namespace);
         let ttl = self.ttl();
@@ -211,18 +208,32 @@ impl Filesystem for FuseAdapter {
 
     fn mknod(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
+        req: &Request,
+        parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        warn!(
-            "mknod {name:?} (mode {mode:o}): device nodes, FIFOs and sockets cannot be stored in S3: EPERM"
+        let kind = mode & libc::S_IFMT;
+        if kind != libc::S_IFREG && kind != 0 {
+            warn!(
+                "mknod {name:?} (mode {mode:o}): device nodes, FIFOs and sockets cannot be stored in S3: EPERM"
+            );
+            reply.error(Errno::EPERM);
+            return;
+        }
+        // A regular file: an empty object, as create and close would make.
+        let result = self.namespace.mknod_file(
+            parent.0,
+            name,
+            mode & !umask & 0o7777,
+            req.uid(),
+            req.gid(),
+            req.pid(),
         );
-        reply.error(Errno::EPERM);
+        self.reply_entry(reply, "mknod", result);
     }
 
     fn mkdir(

@@ -38,6 +38,21 @@ impl Namespace {
             uid: inode.metadata.uid.unwrap_or(self.config.uid),
             gid: inode.metadata.gid.unwrap_or(self.config.gid),
             mtime: inode.metadata.mtime.unwrap_or(inode.last_modified),
+            atime: inode
+                .metadata
+                .atime
+                .or(inode.metadata.mtime)
+                .unwrap_or(inode.last_modified),
+            ctime: inode
+                .metadata
+                .ctime
+                .or(inode.metadata.mtime)
+                .unwrap_or(inode.last_modified),
+            nlink: match (inode.unlinked, inode.kind) {
+                (true, _) => 0,
+                (false, Kind::Directory) => 2,
+                (false, _) => 1,
+            },
         }
     }
 
@@ -57,6 +72,7 @@ impl Namespace {
             lookups: 0,
             active_write: None,
             pending_metadata_since: None,
+            unlinked: false,
         }
     }
 
@@ -120,10 +136,16 @@ impl Namespace {
         metadata.uid = changes.uid.or(metadata.uid).or(Some(current.uid));
         metadata.gid = changes.gid.or(metadata.gid).or(Some(current.gid));
         metadata.mtime = changes.mtime.or(metadata.mtime).or(Some(current.mtime));
+        metadata.atime = changes.atime.or(metadata.atime).or(Some(current.atime));
         let metadata_changed = changes.mode.is_some()
             || changes.uid.is_some()
             || changes.gid.is_some()
-            || changes.mtime.is_some();
+            || changes.mtime.is_some()
+            || changes.atime.is_some();
+        // Any change to the inode is a change of its ctime (POSIX), truncation too.
+        if metadata_changed || changes.size.is_some() {
+            metadata.ctime = Some(SystemTime::now());
+        }
 
         let mut riding = false;
         if let Some(active) = active {

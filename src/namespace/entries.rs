@@ -36,7 +36,7 @@ impl Namespace {
             mode: Some(S_IFDIR | (mode & 0o7777) | setgid),
             uid: Some(uid),
             gid: Some(gid),
-            mtime: Some(SystemTime::now()),
+            ..PosixMetadata::created(SystemTime::now())
         };
         let mut inode = self.new_inode(parent, &name, &path, Kind::Directory);
         inode.metadata = metadata;
@@ -48,6 +48,25 @@ impl Namespace {
         let mut table = self.table();
         let ino = table.upsert(inode);
         Ok(self.attributes(ino, table.get(ino).ok_or(libc::ENOENT)?))
+    }
+
+    /// mknod of a regular file: an empty object, as create then close would make; EEXIST
+    /// when the name is taken.
+    pub(crate) fn mknod_file(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        pid: u32,
+    ) -> FsResult<Attributes> {
+        self.free_name(parent, name)?;
+        let (attributes, fh) = self.create(parent, name, mode, uid, gid, pid)?;
+        let completed = self.fsync(fh);
+        let released = self.release(fh);
+        completed.and(released)?;
+        self.getattr(attributes.ino)
     }
 
     pub(crate) fn rmdir(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<()> {
@@ -133,7 +152,7 @@ impl Namespace {
             mode: Some(S_IFLNK | 0o777),
             uid: Some(uid),
             gid: Some(gid),
-            mtime: Some(SystemTime::now()),
+            ..PosixMetadata::created(SystemTime::now())
         };
         let body = Bytes::copy_from_slice(target.as_bytes());
         self.put_small(

@@ -146,7 +146,7 @@ impl Namespace {
             mode: Some(S_IFREG | (mode & 0o7777)),
             uid: Some(uid),
             gid: Some(gid),
-            mtime: Some(SystemTime::now()),
+            ..PosixMetadata::created(SystemTime::now())
         };
         let headers = Self::headers_for(&metadata, None, Some(&content_type_for(&path)));
         let active = self.start_write(self.object_key(&path), headers, pid);
@@ -259,8 +259,10 @@ impl Namespace {
                 ),
             ));
         }
+        let now = SystemTime::now();
         let metadata = PosixMetadata {
-            mtime: Some(SystemTime::now()),
+            mtime: Some(now),
+            ctime: Some(now),
             ..metadata
         };
         // The new content keeps what other tools set on the object (as a local file

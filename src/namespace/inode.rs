@@ -46,6 +46,9 @@ pub(crate) struct Inode {
     pub(crate) pending_metadata_since: Option<Instant>,
     /// Entries the kernel holds for this inode (lookups it was answered, minus forgets).
     pub(crate) lookups: u64,
+    /// Its name is gone (unlinked, or replaced by a rename) while something still uses
+    /// the inode: `stat` of an open descriptor shows nlink 0.
+    pub(crate) unlinked: bool,
 }
 
 impl Inode {
@@ -196,7 +199,11 @@ impl InodeTable {
 
     /// Forgets the name (the inode stays while open handles may use it).
     pub(crate) fn unlink(&mut self, parent: u64, name: &str) -> Option<u64> {
-        self.children.remove(&(parent, name.to_owned()))
+        let ino = self.children.remove(&(parent, name.to_owned()))?;
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.unlinked = true;
+        }
+        Some(ino)
     }
 
     /// Names currently under `parent`.
@@ -321,7 +328,12 @@ impl InodeTable {
             self.children.remove(&old_key);
         }
         self.absent.remove(&(new_parent, new_name.to_owned()));
-        self.children.insert((new_parent, new_name.to_owned()), ino);
+        if let Some(replaced) = self.children.insert((new_parent, new_name.to_owned()), ino)
+            && replaced != ino
+            && let Some(replaced) = self.inodes.get_mut(&replaced)
+        {
+            replaced.unlinked = true;
+        }
         if kind == Kind::Directory {
             let old_prefix = format!("{old_path}/");
             for other in self.inodes.values_mut() {
@@ -362,6 +374,7 @@ mod tests {
             active_write: None,
             pending_metadata_since: None,
             lookups: 0,
+            unlinked: false,
         }
     }
 

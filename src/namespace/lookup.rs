@@ -12,6 +12,7 @@ use super::inode::{Inode, Kind, ROOT_INO};
 use super::metadata::PosixMetadata;
 use super::paths::{is_representable, join};
 use super::*;
+use crate::s3::DIRECTORY_CONTENT_TYPE;
 
 impl Namespace {
     /// Asks S3 what `path` is: a directory (a marker or anything below it), a file or
@@ -102,8 +103,17 @@ impl Namespace {
             return Ok(None);
         };
         let metadata = PosixMetadata::decode(&info.metadata);
+        // s3fs's older directory objects have no trailing slash: `dir`, typed
+        // application/x-directory (or with S_IFDIR in their mode).
+        let directory_object = info
+            .content_type
+            .as_deref()
+            .is_some_and(|t| t.starts_with(DIRECTORY_CONTENT_TYPE))
+            || metadata.mode.is_some_and(|m| m & S_IFMT == S_IFDIR);
         let kind = if metadata.mode.is_some_and(|m| m & S_IFMT == S_IFLNK) {
             Kind::Symlink
+        } else if directory_object {
+            Kind::Directory
         } else {
             Kind::File
         };
@@ -195,7 +205,9 @@ impl Namespace {
         let (parent, name, path, kind) = {
             let table = self.table();
             let inode = table.get(ino).ok_or(libc::ENOENT)?;
+            // An unlinked file still open keeps what it had (fstat works, nlink 0).
             if ino == ROOT_INO
+                || inode.unlinked
                 || inode.exists_only_locally()
                 || (inode.is_fresh(now) && inode.metadata_loaded)
             {
@@ -287,6 +299,14 @@ impl Namespace {
             }
             let child_path = join(&path, name);
             let existing = table.child(ino, name).and_then(|c| table.get(c));
+            // A directory object without a slash (s3fs): its HEAD said directory, and a
+            // listing cannot tell; keep what the HEAD said.
+            if existing.is_some_and(|e| e.kind == Kind::Directory)
+                && let Some(child) = table.child(ino, name)
+            {
+                seen.insert(name.to_owned(), child);
+                continue;
+            }
             let unchanged = existing.filter(|e| {
                 e.kind != Kind::Directory
                     && e.size == object.size

@@ -1,6 +1,7 @@
 //! POSIX attributes in S3 user metadata, in the forms s3fs-fuse and rclone read and write:
 //! `x-amz-meta-mode` (decimal st_mode with type bits), `-uid`, `-gid` (decimal) and
-//! `-mtime` (seconds, optionally with a fraction; we write `sec.nnnnnnnnn`).
+//! `-mtime` (seconds, optionally with a fraction; we write `sec.nnnnnnnnn`), and `-atime`
+//! and `-ctime` in the same form, as s3fs writes them.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,6 +17,10 @@ pub(crate) struct PosixMetadata {
     pub(crate) uid: Option<u32>,
     pub(crate) gid: Option<u32>,
     pub(crate) mtime: Option<SystemTime>,
+    /// Last access, as `touch -a` or utimes sets it (reads do not: noatime).
+    pub(crate) atime: Option<SystemTime>,
+    /// Last change of the inode: content, attributes or name.
+    pub(crate) ctime: Option<SystemTime>,
 }
 
 impl PosixMetadata {
@@ -30,10 +35,22 @@ impl PosixMetadata {
                 "uid" => decoded.uid = value.parse().ok(),
                 "gid" => decoded.gid = value.parse().ok(),
                 "mtime" => decoded.mtime = parse_seconds(value),
+                "atime" => decoded.atime = parse_seconds(value),
+                "ctime" => decoded.ctime = parse_seconds(value),
                 _ => {}
             }
         }
         decoded
+    }
+
+    /// A new entry's times: all three `now`.
+    pub(crate) fn created(now: SystemTime) -> Self {
+        Self {
+            mtime: Some(now),
+            atime: Some(now),
+            ctime: Some(now),
+            ..Self::default()
+        }
     }
 
     /// What an object's headers hold beyond ours: other tools' `x-amz-meta-*` entries
@@ -66,8 +83,14 @@ impl PosixMetadata {
         if let Some(gid) = self.gid {
             metadata.insert("gid".to_owned(), gid.to_string());
         }
-        if let Some(mtime) = self.mtime {
-            metadata.insert("mtime".to_owned(), format_seconds(mtime));
+        for (name, time) in [
+            ("mtime", self.mtime),
+            ("atime", self.atime),
+            ("ctime", self.ctime),
+        ] {
+            if let Some(time) = time {
+                metadata.insert(name.to_owned(), format_seconds(time));
+            }
         }
     }
 }
@@ -76,7 +99,7 @@ impl PosixMetadata {
 fn is_ours(name: &str) -> bool {
     matches!(
         name.to_ascii_lowercase().as_str(),
-        "mode" | "uid" | "gid" | "mtime"
+        "mode" | "uid" | "gid" | "mtime" | "atime" | "ctime"
     )
 }
 
@@ -157,6 +180,8 @@ mod tests {
             uid: Some(0),
             gid: Some(0),
             mtime: Some(time),
+            atime: Some(time + Duration::from_secs(1)),
+            ctime: Some(time + Duration::from_secs(2)),
         };
         let mut encoded = map(&[("other", "kept")]);
         original.encode_into(&mut encoded);

@@ -70,6 +70,10 @@ pub(crate) struct Attributes {
     pub(crate) uid: u32,
     pub(crate) gid: u32,
     pub(crate) mtime: SystemTime,
+    pub(crate) atime: SystemTime,
+    pub(crate) ctime: SystemTime,
+    /// 0 once the name is gone (an unlinked file still open), else 1 (2 for a directory).
+    pub(crate) nlink: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -102,6 +106,7 @@ pub(crate) struct AttributeChanges {
     pub(crate) gid: Option<u32>,
     pub(crate) size: Option<u64>,
     pub(crate) mtime: Option<SystemTime>,
+    pub(crate) atime: Option<SystemTime>,
 }
 
 pub(crate) struct Namespace {
@@ -150,6 +155,7 @@ impl Namespace {
             lookups: 0,
             active_write: None,
             pending_metadata_since: None,
+            unlinked: false,
         };
         let deletes = DeferredDeletes::start(Arc::clone(&uploads.store), uploads.retry_budget)?;
         Ok(Self {

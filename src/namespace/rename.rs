@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use log::error;
 
@@ -95,6 +95,8 @@ impl Namespace {
             let mut table = self.table();
             let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
             let pending = inode.pending_metadata_since.take().is_some();
+            // A rename changes the inode: its ctime.
+            inode.metadata.ctime = Some(SystemTime::now());
             (
                 inode.active_write.clone(),
                 inode.metadata,
@@ -163,13 +165,14 @@ impl Namespace {
             }
             size = writer.size();
         }
-        // Pending attribute changes ride along with the copy; otherwise the object's own
-        // metadata (including keys other tools wrote) is copied as it is.
-        // So is a Content-Type that the new name changes, when the object's headers are
-        // known (a HEAD or our own write); other tools' metadata stays either way.
+        // When the object's headers are known (a HEAD or our own write), the copy replaces
+        // them: held attribute changes, the new ctime and a Content-Type the new name
+        // changes ride along, and other tools' metadata is kept. Otherwise the object's
+        // own headers are copied as they are.
         let current_type = foreign.as_ref().and_then(|f| f.content_type.as_deref());
         let retyped = renamed_content_type(source_path, target_path, current_type);
-        let replaced = (pending || (loaded && retyped.is_some())).then(|| match &retyped {
+        // With the headers known, the copy also carries the new ctime (same one request).
+        let replaced = (pending || loaded).then(|| match &retyped {
             Some(new_type) => Self::headers_for(&metadata, foreign.as_deref(), Some(new_type)),
             None => Self::file_headers(&metadata, foreign.as_deref(), source_path),
         });

@@ -75,10 +75,7 @@ conformance! {
     multipart::list_parts_lists_the_uploaded_parts_with_their_etags_and_crc32cs,
     multipart::list_multipart_uploads_lists_an_unfinished_upload_under_its_prefix,
     multipart::upload_part_copy_of_byte_ranges_completes_to_those_bytes,
-    multipart::upload_part_copy_into_a_crc32c_upload_completes_naming_local_crc32cs {
-        local: "s3upfs-local records no checksum for a copied part: Complete naming its CRC32C \
-                is InvalidPart (a file renamed while being written fails with --local)",
-    },
+    multipart::upload_part_copy_into_a_crc32c_upload_completes_naming_local_crc32cs,
 }
 
 pub const MIB: usize = 1 << 20;

@@ -8,9 +8,11 @@
 //! (the opener), `OTHER` stands for another process closing a shared descriptor (a
 //! dd duplicate, a forked child).
 
+mod entries;
 mod files;
 mod headers;
 mod rename;
+mod times;
 mod uploads;
 mod write_behind;
 
@@ -18,7 +20,7 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{AttributeChanges, FsResult, Namespace, NamespaceConfig};
+use super::{AttributeChanges, FsResult, Kind, Namespace, NamespaceConfig};
 use crate::s3::ObjectStore;
 use crate::s3::memory::MemoryStore;
 use crate::upload::UploadContext;
