@@ -747,6 +747,17 @@ impl S3Check {
 
     /// PutObject with user metadata (`x-amz-meta-NAME: VALUE` for each pair).
     pub fn put_with_metadata(&self, key: &str, bytes: impl Into<Vec<u8>>, meta: &[(&str, &str)]) {
+        self.put_with_headers(key, bytes, meta, None);
+    }
+
+    /// PutObject with user metadata and a Content-Type, as another S3 client writes.
+    pub fn put_with_headers(
+        &self,
+        key: &str,
+        bytes: impl Into<Vec<u8>>,
+        meta: &[(&str, &str)],
+        content_type: Option<&str>,
+    ) {
         let bytes: Vec<u8> = bytes.into();
         self.rt.block_on(async {
             let mut req = self
@@ -754,6 +765,7 @@ impl S3Check {
                 .put_object()
                 .bucket(&self.bucket)
                 .key(key)
+                .set_content_type(content_type.map(str::to_owned))
                 .body(ByteStream::from(bytes));
             for (k, v) in meta {
                 req = req.metadata(*k, *v);
