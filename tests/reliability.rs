@@ -915,3 +915,34 @@ fn a_queued_delete_taken_over_by_a_failed_rename_is_still_sent() {
     assert_eq!(client.get("b"), None, "the old b came back");
     assert_eq!(client.get("c").as_deref(), Some(&b"old b"[..]));
 }
+
+/// rsync lost files under load (issue 15): a directory listing whose answer was taken
+/// before our new directory's marker landed, and delivered late, dropped that
+/// directory from the mount's table, so creating a file in it was ENOENT. Here the
+/// proxy delivers the listing 3 s late (past the 1 s TTL) while the marker lands.
+#[test]
+fn a_late_listing_does_not_hide_a_directory_we_just_made() {
+    let server = S3Server::garage();
+    let proxy = FaultProxy::start(&server.endpoint());
+    let (through, _env) = via_proxy(&server, &proxy);
+    let mount = Mount::new(&through, &[]);
+    fs::create_dir(mount.join("sub")).expect("mkdir");
+    proxy.set_fault(
+        Op::ListObjectsV2,
+        When::Nth(1),
+        Fault::Delay(Duration::from_secs(3)),
+    );
+    // `ls` of the root: its LIST answer is taken now and delivered in 3 s, meanwhile the
+    // held marker of `sub` lands (after 1 s) and its attributes expire.
+    let root = mount.join("");
+    let lister = std::thread::spawn(move || fs::read_dir(root).map(|d| d.count()));
+    lister.join().expect("ls").expect("listing");
+    proxy.clear();
+    fs::write(mount.join("sub").join("file"), "x").expect("a file in the directory we made");
+    assert_eq!(
+        server.client().get("sub/file").as_deref(),
+        Some(&b"x"[..]),
+        "{}",
+        mount.log()
+    );
+}

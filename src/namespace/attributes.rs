@@ -73,6 +73,7 @@ impl Namespace {
             active_write: None,
             pending_metadata_since: None,
             unlinked: false,
+            changed: 0,
         }
     }
 

@@ -166,6 +166,7 @@ impl Namespace {
         inode.size = body.len() as u64;
         let mut table = self.table();
         let ino = table.upsert(inode);
+        table.touch(ino);
         Ok(self.attributes(ino, table.get(ino).ok_or(libc::ENOENT)?))
     }
 

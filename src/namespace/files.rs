@@ -419,6 +419,7 @@ impl Namespace {
                     inode.last_modified = SystemTime::now();
                     inode.valid_until = Instant::now() + self.config.attr_ttl;
                 }
+                table.touch(ino);
                 Ok(())
             }
             Err(error) => Err(error.into()),

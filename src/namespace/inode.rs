@@ -49,6 +49,9 @@ pub(crate) struct Inode {
     /// Its name is gone (unlinked, or replaced by a rename) while something still uses
     /// the inode: `stat` of an open descriptor shows nlink 0.
     pub(crate) unlinked: bool,
+    /// When this mount last changed what S3 holds for it (the table's generation
+    /// then): a listing taken before that must not undo it ([`InodeTable::touch`]).
+    pub(crate) changed: u64,
 }
 
 impl Inode {
@@ -82,6 +85,8 @@ pub(crate) struct InodeTable {
     /// the order they were made: what the sweep of unreferenced names looks at, oldest
     /// first, instead of the whole table.
     unreferenced: VecDeque<u64>,
+    /// Counts this mount's own changes to what S3 holds (see [`Inode::changed`]).
+    generation: u64,
 }
 
 /// Past this many remembered misses, expired ones are dropped on the next insert.
@@ -98,6 +103,7 @@ impl InodeTable {
             next_ino: ROOT_INO + 1,
             held: BTreeSet::new(),
             unreferenced: VecDeque::new(),
+            generation: 0,
         }
     }
 
@@ -176,6 +182,22 @@ impl InodeTable {
         self.inodes.insert(ino, inode);
         self.unreferenced.push_back(ino);
         ino
+    }
+
+    /// The generation now: take it before asking S3 for a listing, and a child
+    /// [`Self::touch`]ed since is newer than what the listing can show.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Records that this mount just changed what S3 holds for `ino` (an upload
+    /// completed, a marker or symlink put, a rename landed): a listing already on its
+    /// way may not show it, and must not undo it (we read our own writes).
+    pub(crate) fn touch(&mut self, ino: u64) {
+        self.generation += 1;
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.changed = self.generation;
+        }
     }
 
     /// Holds a change of `ino` from `since` (see `write_behind`): the flusher sends it.
@@ -328,6 +350,7 @@ impl InodeTable {
             self.children.remove(&old_key);
         }
         self.absent.remove(&(new_parent, new_name.to_owned()));
+        self.touch(ino);
         if let Some(replaced) = self.children.insert((new_parent, new_name.to_owned()), ino)
             && replaced != ino
             && let Some(replaced) = self.inodes.get_mut(&replaced)
@@ -375,6 +398,7 @@ mod tests {
             pending_metadata_since: None,
             lookups: 0,
             unlinked: false,
+            changed: 0,
         }
     }
 

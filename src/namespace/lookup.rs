@@ -252,6 +252,8 @@ impl Namespace {
         };
         let prefix = self.marker_key(&path);
         let deleting = self.deletes.outstanding_below(&prefix);
+        // Children this mount changes from now on are newer than the listing.
+        let generation = self.table().generation();
         let listing = self.store.list_all(&prefix, true).map_err(FsError::from)?;
         let now = Instant::now();
         let mut table = self.table();
@@ -299,6 +301,13 @@ impl Namespace {
             }
             let child_path = join(&path, name);
             let existing = table.child(ino, name).and_then(|c| table.get(c));
+            // Changed by us after the listing was taken: what we know is newer.
+            if existing.is_some_and(|e| e.changed > generation)
+                && let Some(child) = table.child(ino, name)
+            {
+                seen.insert(name.to_owned(), child);
+                continue;
+            }
             // A directory object without a slash (s3fs): its HEAD said directory, and a
             // listing cannot tell; keep what the HEAD said.
             if existing.is_some_and(|e| e.kind == Kind::Directory)
@@ -333,11 +342,12 @@ impl Namespace {
             if seen.contains_key(&name) {
                 continue;
             }
-            // Ours and not in S3 yet (being written, a held directory marker), or seen
-            // too recently to be gone.
-            let keep = table
-                .get(child)
-                .is_some_and(|c| c.exists_only_locally() || c.valid_until > now);
+            // Ours and not in S3 yet (being written, a held directory marker), landed
+            // after the listing was taken (it cannot show it: audit, rsync under load),
+            // or seen too recently to be gone.
+            let keep = table.get(child).is_some_and(|c| {
+                c.exists_only_locally() || c.changed > generation || c.valid_until > now
+            });
             if keep {
                 seen.insert(name, child);
             } else {

@@ -156,6 +156,7 @@ impl Namespace {
             active_write: None,
             pending_metadata_since: None,
             unlinked: false,
+            changed: 0,
         };
         let deletes = DeferredDeletes::start(Arc::clone(&uploads.store), uploads.retry_budget)?;
         Ok(Self {

@@ -222,6 +222,7 @@ impl Namespace {
                 // Unless a rename took the change or a newer one arrived meanwhile.
                 if landed && inode.metadata == metadata {
                     inode.pending_metadata_since = None;
+                    table.touch(ino);
                 } else if !landed {
                     inode.pending_metadata_since = Some(Instant::now());
                 }

@@ -11,6 +11,7 @@
 mod entries;
 mod files;
 mod headers;
+mod lookup;
 mod rename;
 mod times;
 mod uploads;
@@ -64,6 +65,7 @@ pub(super) struct Options {
     pub(super) memory: u64,
     pub(super) retry_budget: Duration,
     pub(super) read_only: bool,
+    pub(super) attr_ttl: Duration,
 }
 
 impl Default for Options {
@@ -73,6 +75,7 @@ impl Default for Options {
             memory: 64 << 20,
             retry_budget: Duration::from_secs(2),
             read_only: false,
+            attr_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -103,7 +106,7 @@ impl Fixture {
             gid: 0,
             file_mode: 0o644,
             dir_mode: 0o755,
-            attr_ttl: Duration::from_secs(1),
+            attr_ttl: options.attr_ttl,
             read_only: options.read_only,
             mountpoint: None,
         };
