@@ -172,3 +172,50 @@ fn an_s3fs_directory_object_without_a_slash_is_a_directory() {
         0
     );
 }
+
+/// Extended attributes through the kernel (os.setxattr as setfattr does, and
+/// `cp --preserve=xattr`), stored in s3fs's `x-amz-meta-xattr` header, read back after
+/// a remount.
+#[test]
+fn extended_attributes_are_kept_in_s3fs_form_and_survive_a_remount() {
+    let server = S3Server::garage();
+    let mount = Mount::new(&server, &[]);
+    let out = mount.sh(r#"python3 - <<'PY'
+import os
+m = os.environ['MNT']
+with open(f'{m}/f', 'w') as f:
+    f.write('x')
+os.setxattr(f'{m}/f', 'user.origin', b'backup-7')
+print(os.getxattr(f'{m}/f', 'user.origin').decode(), sorted(os.listxattr(f'{m}/f')))
+try:
+    os.getxattr(f'{m}/f', 'user.none')
+except OSError as e:
+    print(e.errno == 61)
+PY"#);
+    assert!(out.status.success(), "{out:?}\n{}", mount.log());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["backup-7 ['user.origin']", "True"]
+    );
+    mount.sh_ok("sync -f \"$MNT\"");
+    drop(mount);
+    let head = server.client().head("f").expect("object");
+    assert!(
+        head.metadata
+            .get("xattr")
+            .is_some_and(|x| x.starts_with("%7B%22user.origin%22")),
+        "{:?}",
+        head.metadata
+    );
+    let again = Mount::new(&server, &[]);
+    let out = again.sh(
+        r#"python3 -c "import os; print(os.getxattr(os.environ['MNT'] + '/f', 'user.origin').decode())""#,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "backup-7",
+        "{out:?}"
+    );
+}

@@ -29,8 +29,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
-    WriteFlags,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use log::{debug, warn};
 
@@ -93,6 +93,18 @@ fn time_of(time: TimeOrNow) -> SystemTime {
     match time {
         TimeOrNow::SpecificTime(time) => time,
         TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+/// An xattr value or name list: its size when asked for 0 bytes, ERANGE when it does not
+/// fit what the caller offered.
+fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if data.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(data);
     }
 }
 
@@ -564,6 +576,43 @@ impl Filesystem for FuseAdapter {
             namespace.sync_namespace_changes();
             reply.ok();
         });
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if position != 0 {
+            reply.error(Errno::EINVAL);
+            return;
+        }
+        let result = self.namespace.setxattr(ino.0, name, value, flags);
+        reply_empty(reply, "setxattr", result);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.namespace.getxattr(ino.0, name) {
+            Ok(value) => reply_xattr(reply, size, &value),
+            Err(error) => reply.error(errno(error, "getxattr")),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.namespace.listxattr(ino.0) {
+            Ok(names) => reply_xattr(reply, size, &names),
+            Err(error) => reply.error(errno(error, "listxattr")),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = self.namespace.removexattr(ino.0, name);
+        reply_empty(reply, "removexattr", result);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

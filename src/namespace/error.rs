@@ -121,6 +121,9 @@ pub(crate) fn errno_name(errno: i32) -> &'static str {
         libc::ENAMETOOLONG => "ENAMETOOLONG",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::EPERM => "EPERM",
+        libc::ENODATA => "ENODATA",
+        libc::E2BIG => "E2BIG",
+        libc::ERANGE => "ERANGE",
         _ => "errno",
     }
 }

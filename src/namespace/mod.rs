@@ -19,7 +19,8 @@
 //! - `entries`: mkdir, rmdir, unlink, symlink, readlink;
 //! - `rename`: rename of files and directories as copy + delete;
 //! - `write_behind` and `deletes`: what is *held* (defined there) and when it lands;
-//! - `holders`: who still holds a file open, from /proc, to find the last close.
+//! - `holders`: who still holds a file open, from /proc, to find the last close;
+//! - `xattr`: extended attributes, in s3fs's `x-amz-meta-xattr` form.
 //!
 //! The fast test tier (`tests/`) drives this API on the in-memory store.
 
@@ -37,6 +38,7 @@ mod rename;
 #[cfg(test)]
 mod tests;
 mod write_behind;
+mod xattr;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;

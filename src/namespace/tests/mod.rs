@@ -16,6 +16,7 @@ mod rename;
 mod times;
 mod uploads;
 mod write_behind;
+mod xattr;
 
 use std::ffi::OsStr;
 use std::sync::Arc;

@@ -1,0 +1,199 @@
+//! Extended attributes, stored as s3fs stores them, so `rsync -aX`, `cp --preserve=all`
+//! and `setfattr`/`getfattr` work and an s3fs mount of the same bucket sees the same:
+//! all of an object's attributes in one `x-amz-meta-xattr` header, the URL-encoded text
+//! `{"name":"<base64 of the value>",...}`.
+//!
+//! A change is an attribute change like chmod: it rides with an upload in progress,
+//! otherwise it is held (see `write_behind`) and lands in the next copy of the object.
+//! S3 allows 2 KB of user metadata per object, so a set that would not fit beside our
+//! other metadata is E2BIG.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+
+use super::*;
+use crate::s3::ObjectHeaders;
+
+/// The metadata name (without `x-amz-meta-`) holding all extended attributes.
+const HEADER: &str = "xattr";
+/// Room for the encoded attributes: S3's 2 KB of user metadata, less what ours take.
+const MAX_ENCODED: usize = 2048 - 256;
+/// What s3fs leaves unencoded: letters, digits and `-_.~`.
+const ENCODED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+type Xattrs = BTreeMap<String, Vec<u8>>;
+
+/// Reads the header's value; pairs that do not parse are skipped (another tool wrote them).
+fn decode(header: &str) -> Xattrs {
+    let text = percent_decode_str(header).decode_utf8_lossy();
+    let body = text.trim().trim_start_matches('{').trim_end_matches('}');
+    body.split(',')
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once("\":\"")?;
+            let name = name.trim().strip_prefix('"')?;
+            let value = value.trim().strip_suffix('"')?;
+            let value = aws_smithy_types::base64::decode(value).ok()?;
+            Some((name.to_owned(), value))
+        })
+        .collect()
+}
+
+/// The header's value, or None when there are no attributes.
+fn encode(xattrs: &Xattrs) -> Option<String> {
+    if xattrs.is_empty() {
+        return None;
+    }
+    let pairs: Vec<String> = xattrs
+        .iter()
+        .map(|(name, value)| format!("\"{name}\":\"{}\"", aws_smithy_types::base64::encode(value)))
+        .collect();
+    let text = format!("{{{}}}", pairs.join(","));
+    Some(utf8_percent_encode(&text, ENCODED).to_string())
+}
+
+fn name_of(name: &std::ffi::OsStr) -> FsResult<&str> {
+    name.to_str()
+        .filter(|n| !n.is_empty() && !n.contains(['"', ',']))
+        .ok_or_else(|| {
+            FsError::new(
+                libc::EINVAL,
+                format!("extended attribute name {name:?} cannot be stored (not UTF-8, or holds '\"' or ','): EINVAL"),
+            )
+        })
+}
+
+impl Namespace {
+    pub(crate) fn getxattr(&self, ino: u64, name: &std::ffi::OsStr) -> FsResult<Vec<u8>> {
+        let name = name_of(name)?;
+        self.xattrs_of(ino)?
+            .remove(name)
+            .ok_or_else(|| libc::ENODATA.into())
+    }
+
+    /// The names, each followed by a NUL, as listxattr(2) returns them.
+    pub(crate) fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let mut names = Vec::new();
+        for name in self.xattrs_of(ino)?.keys() {
+            names.extend_from_slice(name.as_bytes());
+            names.push(0);
+        }
+        Ok(names)
+    }
+
+    pub(crate) fn setxattr(
+        &self,
+        ino: u64,
+        name: &std::ffi::OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> FsResult<()> {
+        self.check_writable()?;
+        let name = name_of(name)?;
+        let mut xattrs = self.xattrs_of(ino)?;
+        let exists = xattrs.contains_key(name);
+        if flags & libc::XATTR_CREATE != 0 && exists {
+            return Err(libc::EEXIST.into());
+        }
+        if flags & libc::XATTR_REPLACE != 0 && !exists {
+            return Err(libc::ENODATA.into());
+        }
+        xattrs.insert(name.to_owned(), value.to_vec());
+        self.store_xattrs(ino, &xattrs)
+    }
+
+    pub(crate) fn removexattr(&self, ino: u64, name: &std::ffi::OsStr) -> FsResult<()> {
+        self.check_writable()?;
+        let name = name_of(name)?;
+        let mut xattrs = self.xattrs_of(ino)?;
+        if xattrs.remove(name).is_none() {
+            return Err(libc::ENODATA.into());
+        }
+        self.store_xattrs(ino, &xattrs)
+    }
+
+    /// The attributes the object carries, its headers fetched first when not known.
+    fn xattrs_of(&self, ino: u64) -> FsResult<Xattrs> {
+        self.getattr(ino)?;
+        let table = self.table();
+        let inode = table.get(ino).ok_or(libc::ENOENT)?;
+        Ok(inode
+            .foreign
+            .as_ref()
+            .and_then(|f| f.metadata.get(HEADER))
+            .map(|header| decode(header))
+            .unwrap_or_default())
+    }
+
+    /// Records the new set: with an upload in progress it rides along, otherwise the
+    /// change is held like chmod's.
+    fn store_xattrs(&self, ino: u64, xattrs: &Xattrs) -> FsResult<()> {
+        let encoded = encode(xattrs);
+        if encoded.as_ref().is_some_and(|e| e.len() > MAX_ENCODED) {
+            return Err(FsError::new(
+                libc::E2BIG,
+                format!(
+                    "inode {ino}: extended attributes over {MAX_ENCODED} bytes encoded do not fit in S3's 2 KB of metadata: E2BIG"
+                ),
+            ));
+        }
+        let with = |headers: &mut ObjectHeaders| match &encoded {
+            Some(value) => {
+                headers.metadata.insert(HEADER.to_owned(), value.clone());
+            }
+            None => {
+                headers.metadata.remove(HEADER);
+            }
+        };
+        let active = self.table().get(ino).and_then(|i| i.active_write.clone());
+        let riding = active.is_some_and(|active| {
+            let mut writer = active.writer();
+            if !writer.is_writing() {
+                return false;
+            }
+            let mut headers = writer.headers().clone();
+            with(&mut headers);
+            writer.set_headers(headers);
+            true
+        });
+        let mut table = self.table();
+        if !riding && ino != super::inode::ROOT_INO {
+            table.hold(ino, Instant::now());
+        }
+        let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
+        with(Arc::make_mut(
+            inode.foreign.get_or_insert_with(Default::default),
+        ));
+        inode.metadata.ctime = Some(SystemTime::now());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_s3fs_writes_and_writes_what_it_reads() {
+        // s3fs's form for user.a = "1" and user.b = "\0x".
+        let header = "%7B%22user.a%22%3A%22MQ%3D%3D%22%2C%22user.b%22%3A%22AHg%3D%22%7D";
+        let decoded = decode(header);
+        assert_eq!(decoded["user.a"], b"1");
+        assert_eq!(decoded["user.b"], b"\0x");
+        assert_eq!(encode(&decoded).as_deref(), Some(header));
+        assert_eq!(encode(&Xattrs::new()), None);
+    }
+
+    #[test]
+    fn pairs_another_tool_mangled_are_skipped() {
+        let decoded = decode("%7B%22ok%22%3A%22MQ%3D%3D%22%2Cgarbage%7D");
+        assert_eq!(decoded.len(), 1);
+        assert_eq!(decoded["ok"], b"1");
+    }
+}
