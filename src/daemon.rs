@@ -266,17 +266,22 @@ pub(crate) fn run(config: MountConfig) -> Result<(), String> {
         return detach_and_wait(&config);
     }
     let mut session = None;
-    let prepared = prepare(&config).and_then(|(runtime, local, namespace, label)| {
-        let adapter = FuseAdapter::new(Arc::clone(&namespace));
-        mount(&config, adapter, &label).map(|mounted| {
+    let prepared = prepare(&config).and_then(|prepared| {
+        let adapter = FuseAdapter::new(Arc::clone(&prepared.namespace));
+        mount(&config, adapter, &prepared.label).map(|mounted| {
             session = Some(mounted);
-            (runtime, local, namespace)
+            prepared
         })
     });
     let is_daemon_child = std::env::var_os(DAEMON_CHILD_ENV).is_some();
     report_to_parent(&prepared.as_ref().map(|_| ()).map_err(Clone::clone));
-    let (runtime, local, namespace) = match prepared {
-        Ok(parts) => parts,
+    let Prepared {
+        runtime,
+        local,
+        namespace,
+        ..
+    } = match prepared {
+        Ok(prepared) => prepared,
         // The parent prints the reason; printing it here too would say it twice.
         Err(_) if is_daemon_child => std::process::exit(1),
         Err(reason) => return Err(reason),
@@ -372,12 +377,16 @@ fn mount_fusectl() {
     }
 }
 
-type Prepared = (
-    tokio::runtime::Runtime,
-    Option<LocalServer>,
-    Arc<Namespace>,
-    String,
-);
+/// What `prepare` sets up before mounting.
+struct Prepared {
+    /// Drives every S3 request of the mount.
+    runtime: tokio::runtime::Runtime,
+    /// The embedded server, for `--local`.
+    local: Option<LocalServer>,
+    namespace: Arc<Namespace>,
+    /// What `mount` shows as the filesystem's source.
+    label: String,
+}
 
 /// Everything up to the mount itself: any failure here leaves nothing mounted.
 fn prepare(config: &MountConfig) -> Result<Prepared, String> {
@@ -474,7 +483,12 @@ fn prepare(config: &MountConfig) -> Result<Prepared, String> {
     Namespace::start_metadata_flusher(&namespace)
         .map_err(|e| format!("cannot start the metadata thread: {e}"))?;
     let label = format!("s3upfs:{bucket}/{prefix}");
-    Ok((runtime, local, namespace, label))
+    Ok(Prepared {
+        runtime,
+        local,
+        namespace,
+        label,
+    })
 }
 
 /// Aborts multipart uploads under the prefix older than `age`: what an earlier daemon

@@ -27,20 +27,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use log::{debug, warn};
 
 mod caller;
+mod directories;
+mod reply;
 mod responders;
 
-use crate::namespace::{
-    AttributeChanges, Attributes, DirEntry, FsError, FsResult, Kind, Namespace,
-};
+use crate::namespace::{AttributeChanges, Attributes, DirEntry, FsResult, Kind, Namespace};
 use crate::upload::writer::WriteProgress;
+use reply::{errno, file_attr, reply_empty, reply_xattr, time_of};
 use responders::Responders;
 
 /// `st_blksize`: makes `cp` write 1 MiB requests instead of 128 KiB.
@@ -53,66 +54,6 @@ pub(crate) struct FuseAdapter {
     /// Open directory handles: the listing each reads from, taken at its first readdir.
     directories: Mutex<HashMap<u64, Option<Vec<DirEntry>>>>,
     next_directory_handle: AtomicU64,
-}
-
-/// The errno a failed operation replies, after logging why (once, here).
-fn errno(error: FsError, operation: &str) -> Errno {
-    error.log(operation);
-    Errno::from_i32(error.errno())
-}
-
-fn file_type(kind: Kind) -> FileType {
-    match kind {
-        Kind::File => FileType::RegularFile,
-        Kind::Directory => FileType::Directory,
-        Kind::Symlink => FileType::Symlink,
-    }
-}
-
-fn file_attr(attributes: &Attributes) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(attributes.ino),
-        size: attributes.size,
-        blocks: attributes.size.div_ceil(512),
-        atime: attributes.atime,
-        mtime: attributes.mtime,
-        ctime: attributes.ctime,
-        crtime: attributes.mtime,
-        kind: file_type(attributes.kind),
-        perm: attributes.perm,
-        nlink: attributes.nlink,
-        uid: attributes.uid,
-        gid: attributes.gid,
-        rdev: 0,
-        blksize: BLOCK_SIZE,
-        flags: 0,
-    }
-}
-
-fn time_of(time: TimeOrNow) -> SystemTime {
-    match time {
-        TimeOrNow::SpecificTime(time) => time,
-        TimeOrNow::Now => SystemTime::now(),
-    }
-}
-
-/// An xattr value or name list: its size when asked for 0 bytes, ERANGE when it does not
-/// fit what the caller offered.
-fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
-    if size == 0 {
-        reply.size(data.len() as u32);
-    } else if data.len() > size as usize {
-        reply.error(Errno::ERANGE);
-    } else {
-        reply.data(data);
-    }
-}
-
-fn reply_empty(reply: ReplyEmpty, operation: &str, result: FsResult<()>) {
-    match result {
-        Ok(()) => reply.ok(),
-        Err(code) => reply.error(errno(code, operation)),
-    }
 }
 
 impl FuseAdapter {
@@ -482,69 +423,9 @@ impl Filesystem for FuseAdapter {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let listed = match self
-            .directories
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&fh.0)
-        {
-            None => {
-                reply.error(Errno::EBADF);
-                return;
-            }
-            Some(listed) => listed.is_some(),
-        };
-        if !listed {
-            // The snapshot this handle reads from: one listing per opendir.
-            match self.namespace.list_directory(ino.0) {
-                Ok(entries) => {
-                    if let Some(slot) = self
-                        .directories
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .get_mut(&fh.0)
-                    {
-                        slot.get_or_insert(entries);
-                    }
-                }
-                Err(code) => {
-                    reply.error(errno(code, "readdir"));
-                    return;
-                }
-            }
-        }
-        let directories = self
-            .directories
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(Some(entries)) = directories.get(&fh.0) else {
-            reply.error(Errno::EBADF);
-            return;
-        };
-        let dots = [".", ".."].map(|name| DirEntry {
-            name: name.to_owned(),
-            ino: ino.0,
-            kind: Kind::Directory,
-        });
-        for (index, entry) in dots
-            .iter()
-            .chain(entries.iter())
-            .enumerate()
-            .skip(offset as usize)
-        {
-            let next_offset = (index + 1) as u64;
-            if reply.add(
-                INodeNo(entry.ino),
-                next_offset,
-                file_type(entry.kind),
-                &entry.name,
-            ) {
-                break;
-            }
-        }
-        reply.ok();
+        self.read_directory(ino, fh, offset, reply);
     }
 
     fn releasedir(

@@ -547,16 +547,13 @@ fn missing_is_none<T>(result: Result<T, S3Error>) -> Result<Option<T>, S3Error> 
 
 /// URL-encodes a key for `x-amz-copy-source`, keeping `/` as the path separator.
 fn encode_copy_source(key: &str) -> String {
-    let mut encoded = String::with_capacity(key.len());
-    for byte in key.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                encoded.push(byte as char)
-            }
-            other => encoded.push_str(&format!("%{other:02X}")),
-        }
-    }
-    encoded
+    const KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(key, KEPT).to_string()
 }
 
 #[cfg(test)]
