@@ -57,24 +57,13 @@ impl Namespace {
     }
 
     pub(super) fn new_inode(&self, parent: u64, name: &str, path: &str, kind: Kind) -> Inode {
-        Inode {
+        Inode::new(
             parent,
-            name: name.to_owned(),
-            path: path.to_owned(),
+            name,
+            path,
             kind,
-            size: 0,
-            metadata: PosixMetadata::default(),
-            foreign: None,
-            last_modified: SystemTime::now(),
-            metadata_loaded: false,
-            valid_until: Instant::now() + self.config.attr_ttl,
-            listing_valid_until: None,
-            lookups: 0,
-            active_write: None,
-            pending_metadata_since: None,
-            unlinked: false,
-            changed: 0,
-        }
+            Instant::now() + self.config.attr_ttl,
+        )
     }
 
     /// The headers an object is written or copied with: `base` (what the object

@@ -55,6 +55,35 @@ pub(crate) struct Inode {
 }
 
 impl Inode {
+    /// A name nothing is known about yet but its kind: no metadata, fresh until
+    /// `valid_until`.
+    pub(crate) fn new(
+        parent: u64,
+        name: &str,
+        path: &str,
+        kind: Kind,
+        valid_until: Instant,
+    ) -> Self {
+        Self {
+            parent,
+            name: name.to_owned(),
+            path: path.to_owned(),
+            kind,
+            size: 0,
+            metadata: PosixMetadata::default(),
+            foreign: None,
+            last_modified: std::time::SystemTime::now(),
+            metadata_loaded: false,
+            valid_until,
+            listing_valid_until: None,
+            lookups: 0,
+            active_write: None,
+            pending_metadata_since: None,
+            unlinked: false,
+            changed: 0,
+        }
+    }
+
     pub(crate) fn is_fresh(&self, now: Instant) -> bool {
         self.valid_until > now
     }
@@ -382,24 +411,7 @@ mod tests {
     use std::time::Duration;
 
     fn inode(parent: u64, name: &str, valid_until: Instant) -> Inode {
-        Inode {
-            parent,
-            name: name.to_owned(),
-            path: name.to_owned(),
-            kind: Kind::File,
-            size: 0,
-            metadata: PosixMetadata::default(),
-            foreign: None,
-            last_modified: std::time::SystemTime::now(),
-            metadata_loaded: false,
-            valid_until,
-            listing_valid_until: None,
-            active_write: None,
-            pending_metadata_since: None,
-            lookups: 0,
-            unlinked: false,
-            changed: 0,
-        }
+        Inode::new(parent, name, name, Kind::File, valid_until)
     }
 
     fn table() -> InodeTable {

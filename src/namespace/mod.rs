@@ -53,7 +53,6 @@ use deletes::DeferredDeletes;
 use files::{ActiveWrite, OpenFile};
 pub(crate) use inode::Kind;
 use inode::{Inode, InodeTable, ROOT_INO};
-use metadata::PosixMetadata;
 
 pub(crate) use error::{FsError, FsResult};
 
@@ -141,25 +140,11 @@ impl Namespace {
         config: NamespaceConfig,
         uploads: Arc<UploadContext>,
     ) -> std::io::Result<Self> {
-        let now = SystemTime::now();
-        let root = Inode {
-            parent: ROOT_INO,
-            name: String::new(),
-            path: String::new(),
-            kind: Kind::Directory,
-            size: 0,
-            metadata: PosixMetadata::default(),
-            foreign: None,
-            last_modified: now,
-            metadata_loaded: true,
-            valid_until: Instant::now() + Duration::from_secs(u32::MAX as u64),
-            listing_valid_until: None,
-            lookups: 0,
-            active_write: None,
-            pending_metadata_since: None,
-            unlinked: false,
-            changed: 0,
-        };
+        let _now = SystemTime::now();
+        // The root is always there and never expires.
+        let forever = Instant::now() + Duration::from_secs(u32::MAX as u64);
+        let mut root = Inode::new(ROOT_INO, "", "", Kind::Directory, forever);
+        root.metadata_loaded = true;
         let deletes = DeferredDeletes::start(Arc::clone(&uploads.store), uploads.retry_budget)?;
         Ok(Self {
             store: Arc::clone(&uploads.store),
