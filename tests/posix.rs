@@ -219,3 +219,21 @@ PY"#);
         "{out:?}"
     );
 }
+
+/// A write by a user other than the owner clears S_ISUID/S_ISGID, as on a local disk
+/// (the kernel asks for it with a setattr when the writer lacks CAP_FSETID).
+#[test]
+fn a_write_by_another_user_clears_setuid_and_setgid() {
+    let server = S3Server::garage();
+    let mount = Mount::new(&server, &["--allow-other"]);
+    let path = mount.join("tool");
+    std::fs::write(&path, "v1").expect("write");
+    mount.sh_ok(&format!("chmod 6777 '{}'", path.display()));
+    let out = mount.sh(&format!(
+        "setpriv --reuid 65534 --regid 65534 --clear-groups sh -c 'echo v2 > \"{}\"'",
+        path.display()
+    ));
+    assert!(out.status.success(), "{out:?}\n{}", mount.log());
+    let mode = std::fs::metadata(&path).expect("stat").mode();
+    assert_eq!(mode & 0o7777, 0o777, "mode {mode:o}\n{}", mount.log());
+}

@@ -45,6 +45,22 @@ fn killed_by_signal(stat: &str) -> bool {
     flags & PF_EXITING != 0 && exit_code & 0x7f != 0
 }
 
+/// Whether the thread `tid` may keep set-user-ID and set-group-ID bits on a file it
+/// writes (CAP_FSETID in its effective capabilities, as root has): without it, Linux
+/// clears them on write, and so do we.
+pub(crate) fn keeps_setid_bits(tid: u32) -> bool {
+    const CAP_FSETID: u32 = 4;
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("CapEff:"))
+                .and_then(|value| u64::from_str_radix(value.trim(), 16).ok())
+        })
+        .is_some_and(|effective| effective & (1 << CAP_FSETID) != 0)
+}
+
 fn deliverable_signal(status: &str) -> bool {
     let mask = |field: &str| -> u64 {
         status

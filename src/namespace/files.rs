@@ -201,7 +201,10 @@ impl Namespace {
         }
     }
 
-    pub(crate) fn open(&self, ino: u64, flags: i32, pid: u32) -> FsResult<u64> {
+    /// Opens `ino`. `kill_setid`: the opener may not keep set-user-ID/set-group-ID bits
+    /// on what it writes (no CAP_FSETID): the new content goes without them, as Linux
+    /// clears them on write (set-group-ID only with group execute, as Linux does).
+    pub(crate) fn open(&self, ino: u64, flags: i32, pid: u32, kill_setid: bool) -> FsResult<u64> {
         let attributes = self.getattr(ino)?;
         if attributes.kind == Kind::Directory {
             return Err(libc::EISDIR.into());
@@ -260,11 +263,16 @@ impl Namespace {
             ));
         }
         let now = SystemTime::now();
-        let metadata = PosixMetadata {
+        let mut metadata = PosixMetadata {
             mtime: Some(now),
             ctime: Some(now),
             ..metadata
         };
+        if kill_setid && let Some(mode) = metadata.mode {
+            let group_exec = mode & libc::S_IXGRP != 0;
+            let killed = libc::S_ISUID | if group_exec { libc::S_ISGID } else { 0 };
+            metadata.mode = Some(mode & !killed);
+        }
         // The new content keeps what other tools set on the object (as a local file
         // keeps its extended attributes through O_TRUNC), and its Content-Type.
         let guessed = content_type_for(&path);

@@ -205,9 +205,7 @@ impl Namespace {
         let (parent, name, path, kind) = {
             let table = self.table();
             let inode = table.get(ino).ok_or(libc::ENOENT)?;
-            // An unlinked file still open keeps what it had (fstat works, nlink 0).
             if ino == ROOT_INO
-                || inode.unlinked
                 || inode.exists_only_locally()
                 || (inode.is_fresh(now) && inode.metadata_loaded)
             {

@@ -63,3 +63,28 @@ fn an_s3fs_directory_object_without_a_slash_shows_as_a_directory() {
     );
     assert!(fx.ns.list_directory(attributes.ino).unwrap().is_empty());
 }
+
+#[test]
+fn a_writer_without_cap_fsetid_clears_setuid_and_setgid_with_group_execute() {
+    let fx = Fixture::new();
+    let ino = fx.put("tool", b"v1");
+    fx.chmod(ino, 0o6775).unwrap();
+    fx.ns.apply_pending_metadata(Duration::ZERO);
+    let fh = fx
+        .ns
+        .open(ino, libc::O_WRONLY | libc::O_TRUNC, me(), true)
+        .unwrap();
+    fx.write(fh, 0, b"v2").unwrap();
+    fx.close(fh).unwrap();
+    assert_eq!(fx.ns.getattr(ino).unwrap().perm, 0o775);
+    let stored = fx.store.object("tool").unwrap().headers.metadata;
+    assert_eq!(stored["mode"], (libc::S_IFREG | 0o775).to_string());
+    // Root (CAP_FSETID) keeps them.
+    fx.chmod(ino, 0o6775).unwrap();
+    let fh = fx
+        .ns
+        .open(ino, libc::O_WRONLY | libc::O_TRUNC, me(), false)
+        .unwrap();
+    fx.close(fh).unwrap();
+    assert_eq!(fx.ns.getattr(ino).unwrap().perm, 0o6775);
+}
