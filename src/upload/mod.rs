@@ -1,5 +1,20 @@
-//! The write pipeline: part schedule, memory budget, per-object writers and the
-//! mount-wide upload pool they feed.
+//! The write pipeline: how the bytes of a FUSE write become UploadPart requests.
+//!
+//! A file open for writing has one [`writer::ObjectWriter`] (the namespace's `files`
+//! owns it). A write copies bytes into the writer's current part buffer, sized by the
+//! part [`schedule`] (5 MiB doubling every 500 parts, so 10,000 parts reach 5 TiB) and
+//! paid for from the mount-wide memory [`budget`] (buffers are recycled by
+//! [`buffers`]). When a buffer is full it goes to the upload [`pool`]: worker threads
+//! that create the multipart upload on first need and send each part as UploadPart
+//! with its CRC32C, retried within the retry budget; the memory returns when the part
+//! is uploaded. Part 1 stays in memory until completion (a header may still be
+//! patched), and a small file never leaves memory before its close: then
+//! `writer/commit.rs` sends one PutObject, or waits for the parts and sends
+//! CompleteMultipartUpload, and checks that what landed is what was written. A writer
+//! that cannot get memory says what it needs, and the caller waits without holding the
+//! writer's lock ([`UploadContext::wait_for`], bounded). Any failure aborts the upload,
+//! so nothing half-written appears, and is an [`UploadError`] with the errno the
+//! writer's close gets.
 
 pub(crate) mod budget;
 pub(crate) mod buffers;
