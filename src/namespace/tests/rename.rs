@@ -182,3 +182,20 @@ fn a_new_file_under_a_renamed_away_name_is_not_hit_by_the_queued_delete() {
         "the old delete goes before the new object: {calls:?}"
     );
 }
+
+#[test]
+fn a_directory_rename_that_would_make_a_key_too_long_for_s3_copies_nothing() {
+    let fx = Fixture::new();
+    let long = format!("d/{}", "x".repeat(1020));
+    fx.store.insert(&long, b"x", &[]);
+    fx.store.insert("d/short", b"y", &[]);
+    fx.ns.lookup(ROOT, OsStr::new("d")).expect("lookup d");
+    let renamed = fx.rename("d", "a-longer-name");
+    assert_eq!(renamed.errno(), Some(libc::ENAMETOOLONG));
+    assert_eq!(
+        fx.store.count("CopyObject"),
+        0,
+        "checked before anything is copied"
+    );
+    assert_eq!(fx.store.keys(), ["d/short".to_owned(), long]);
+}
