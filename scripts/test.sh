@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test of s3upfs: installs what is missing (fuse3, rsync, Garage), then
+# Runs every test of s3upfs: installs what is missing (fuse3, rsync, Garage, pjdfstest), then
 # format and lint checks, unit tests and the integration tests against a real Garage
 # server and real FUSE mounts.
 set -euo pipefail
@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 S3UPFS_GARAGE_BIN="$(scripts/install-garage.sh)"
 export S3UPFS_GARAGE_BIN
+# The POSIX conformance suite tests/pjdfstest.rs runs part of (about 2 minutes once).
+S3UPFS_PJDFSTEST_BIN="$(scripts/install-pjdfstest.sh)"
+export S3UPFS_PJDFSTEST_BIN
 # Build output cached outside the clone (like Garage): a fresh clone on the same machine
 # then rebuilds only s3upfs itself, not its ~400 dependencies.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${S3UPFS_CACHE:-$HOME/.cache/s3upfs}/target}"
@@ -17,6 +20,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${S3UPFS_CACHE:-$HOME/.cache/s3upfs
 echo "== tool versions: $(rsync --version | head -n1)"
 echo "==                fuse3 $(dpkg-query -W -f='${Version}' fuse3 2>/dev/null || echo '?'), $(fusermount3 --version 2>&1 | head -n1)"
 echo "==                kernel $(uname -r), $("$S3UPFS_GARAGE_BIN" --version 2>/dev/null | head -n1 || echo 'garage ?')"
+echo "==                $("$S3UPFS_PJDFSTEST_BIN" --version 2>/dev/null | head -n1 || echo 'pjdfstest ?')"
 echo "==                $(rustc --version), $(cargo nextest --version 2>/dev/null | head -n1)"
 
 # --workspace: the root package and the embedded server's crate (local/) alike.
