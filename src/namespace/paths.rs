@@ -5,6 +5,8 @@ use super::inode::Kind;
 use super::*;
 
 /// S3's limit on key length, in bytes.
+/// The longest name in a directory, as statfs reports it.
+const NAME_MAX: usize = 255;
 pub(super) const MAX_KEY_LEN: usize = 1024;
 
 impl Namespace {
@@ -34,6 +36,13 @@ impl Namespace {
         })?;
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
             return Err(libc::EINVAL.into());
+        }
+        // NAME_MAX, as statfs reports it (the kernel leaves the check to us).
+        if name.len() > NAME_MAX {
+            return Err(FsError::new(
+                libc::ENAMETOOLONG,
+                format!("name {name:?} is longer than {NAME_MAX} bytes: ENAMETOOLONG"),
+            ));
         }
         let table = self.table();
         let parent_inode = table.get(parent).ok_or(libc::ENOENT)?;

@@ -88,3 +88,12 @@ fn a_writer_without_cap_fsetid_clears_setuid_and_setgid_with_group_execute() {
     fx.close(fh).unwrap();
     assert_eq!(fx.ns.getattr(ino).unwrap().perm, 0o6775);
 }
+
+#[test]
+fn a_name_over_255_bytes_is_enametoolong_and_255_is_fine() {
+    let fx = Fixture::new();
+    let long = "n".repeat(256);
+    let created = fx.ns.create(ROOT, OsStr::new(&long), 0o644, 0, 0, me());
+    assert_eq!(created.errno(), Some(libc::ENAMETOOLONG));
+    fx.put(&"n".repeat(255), b"x");
+}
