@@ -4,12 +4,13 @@
 # prefix).
 #
 # Usage: scripts/bench.sh [--quick] [--size SIZE] [--repeat N] [--only LIST] [--workloads LIST]
-#                        [--no-build] [--profile P]
-#   --quick      small sizes, one repeat, no 4 GiB file (under 3 minutes once built)
+#                        [--no-build] [--profile P] [--files N]
+#   --quick      small sizes, one repeat, no 4 GiB file, 1,000 files (under 3 minutes once built)
 #   --size SIZE  the large file (default 1GiB; 64MiB with --quick), e.g. 512MiB, 2GiB
 #   --repeat N   runs per measurement (default 3; 1 with --quick); the table shows median (min–max)
 #   --only LIST  comma-separated contestants: raw,s3upfs,s3fs,rclone-off,rclone-writes,aws-cli
-#   --workloads LIST  comma-separated: large,parallel,small,scale (default: all)
+#   --workloads LIST  comma-separated: large,parallel,small,scale,files (default: all)
+#   --files N    how many files the files workload copies (default 200000; 1000 with --quick)
 #   --no-build   use the binaries already built (cargo's target dir)
 #   --profile P  cargo profile to build and run (default release; the test suite's smoke run
 #                uses dev so it needs no second full build — its figures mean nothing)
@@ -32,6 +33,10 @@
 #             (aws-cli: aws s3 sync, twice; raw: its own parallel PutObjects)
 #   scale     s3upfs only: cp of 256 MiB, 1 GiB, 4 GiB; the daemon's peak RSS must stay
 #             within --max-memory + 64 MiB whatever the size
+#   files     s3upfs only, one run: cp -r of 200,000 × 4 KiB files in 100 directories (one cp -r
+#             per directory, in turn, each timed until its objects are listed), then
+#             find -type f | xargs stat on the mount; the daemon's peak RSS must stay under
+#             100 MiB and the last 10% of files must go as fast as the first 10% (≥ 0.9×)
 #
 # Contestants without a mount (raw, aws-cli) report their own process's CPU and peak RSS
 # (aws-cli through GNU time; 8 parallel aws processes are summed).
@@ -51,7 +56,8 @@ quick=0
 size_arg=""
 repeat_arg=""
 only="raw,s3upfs,s3fs,rclone-off,rclone-writes,aws-cli"
-workloads="large,parallel,small,scale"
+workloads="large,parallel,small,scale,files"
+files_arg=""
 build=1
 profile=release
 
@@ -81,6 +87,7 @@ while [ $# -gt 0 ]; do
     --workloads) workloads=${2:?--workloads needs a value}; shift ;;
     --no-build) build=0 ;;
     --profile) profile=${2:?--profile needs a value}; shift ;;
+    --files) files_arg=${2:?--files needs a value}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -93,18 +100,23 @@ if [ "$quick" = 1 ]; then
   parallel_size=$((32 * MiB)) # 8 writers; 256 MiB each would take minutes per contestant here
   small_count=100
   scale_sizes=($((256 * MiB)) $((1 * GiB)))
+  files_count=${files_arg:-1000}
 else
   large_size=${size_arg:-$((1 * GiB))}
   repeat=${repeat_arg:-3}
   parallel_size=$((256 * MiB))
   small_count=1000
   scale_sizes=($((256 * MiB)) $((1 * GiB)) $((4 * GiB)))
+  files_count=${files_arg:-200000}
 fi
 parallel_writers=8
 quick_suffix=""
 [ "$quick" = 0 ] || quick_suffix=-quick
 small_size=$((16 << 10))
 small_dirs=20
+files_size=$((4 << 10))
+files_dirs=100   # one cp -r each, in turn: the first and last 10% of files are 10 directories
+files_rss_target_mib=100
 IFS=, read -r -a contestants <<<"$only"
 for c in "${contestants[@]}"; do
   case "$c" in
@@ -116,12 +128,14 @@ has_contestant() { [[ " ${contestants[*]} " == *" $1 "* ]]; }
 IFS=, read -r -a selected_workloads <<<"$workloads"
 for w in "${selected_workloads[@]}"; do
   case "$w" in
-    large | parallel | small | scale) ;;
+    large | parallel | small | scale | files) ;;
     *) echo "unknown workload: $w" >&2; exit 2 ;;
   esac
 done
 has_workload() { [[ " ${selected_workloads[*]} " == *" $1 "* ]]; }
 [[ "$repeat" =~ ^[1-9][0-9]*$ ]] || { echo "--repeat needs a positive number" >&2; exit 2; }
+[[ "$files_count" =~ ^[1-9][0-9]*$ ]] && [ "$files_count" -ge "$files_dirs" ] ||
+  { echo "--files needs a number ≥ $files_dirs" >&2; exit 2; }
 
 # Same part size and concurrency for everyone: the comparison is about the data path.
 part_mib=8
@@ -341,6 +355,9 @@ EOF
 # contestants use 8 MiB parts, so their blocks line up, and a repeat of a file finds its
 # blocks stored while the first upload does not. To give every timed upload the same server
 # path, the whole file is uploaded once before any timing ("warm-up").
+# How many of the files workload's files go in directory number $1 (from 0).
+files_in_dir() { echo $((files_count / files_dirs + ($1 < files_count % files_dirs ? 1 : 0))); }
+
 make_sources() {
   local big=$MiB s i sizes=()
   ! has_workload large || sizes+=("$large_size")
@@ -380,6 +397,18 @@ make_sources() {
       split -b "$small_size" -d -a 4 --additional-suffix=.bin - "$work/src/small/d$(printf %02d "$d")/f"
   done
   [ "$(find "$work/src/small" -type f | wc -l)" = "$small_count" ] || die "small files missing"
+  # The files workload's tree: files_dirs directories d000, d001, … of distinct 4 KiB files.
+  # Not warmed up (there are too many): every one is new data for Garage.
+  if has_workload files && has_contestant s3upfs; then
+    log "generating $files_count files of $((files_size >> 10)) KiB in $files_dirs directories"
+    for d in $(seq 0 $((files_dirs - 1))); do
+      count=$(files_in_dir "$d")
+      mkdir -p "$work/src/files/d$(printf %03d "$d")"
+      head -c $((count * files_size)) /dev/urandom |
+        split -b "$files_size" -d -a 6 --additional-suffix=.bin - "$work/src/files/d$(printf %03d "$d")/f"
+    done
+    [ "$(find "$work/src/files" -type f | wc -l)" = "$files_count" ] || die "files workload: source files missing"
+  fi
   log "warm-up: uploading the source data once (see make_sources)"
   raw put "$work/src/big.bin" warmup/big.bin >/dev/null
   raw put-dir "$work/src/small" warmup/small >/dev/null
@@ -404,6 +433,9 @@ cpu_ticks() {
 # Peak resident set size of a process in KiB (VmHWM: the high-water mark since it started;
 # every workload uses a fresh daemon, so this is the workload's peak).
 peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# Resident set size now, in KiB.
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # Garage's S3 request counters: "Endpoint count" lines.
 request_counters() {
@@ -737,6 +769,94 @@ workload_small() {
   unmount_contestant
 }
 
+# Records the files workload's S3 requests per file between req-before and req-after, by
+# operation, as PHASE_req:OPERATION, minus OWN listings (the bench's).
+files_requests() {
+  join -a2 -e0 -o 0,1.2,2.2 "$work/req-before" "$work/req-after" |
+    awk -v own="$2" -v p="$1" -v w="$workload" -v c="$contestant" -v n="$files_count" 'BEGIN { OFS = "\t" }
+      { d = $3 - $2; if ($1 == "ListObjectsV2") d -= own; if (d > 0) print w, c, p "_req:" $1, d / n }' >>"$records"
+}
+
+# Many small files: one cp -r per source directory, in turn, each timed until its objects are
+# listed, so the rate of the first and the last 10% of files can be compared; then
+# find | xargs stat over the whole tree on the same mount. One run whatever --repeat says.
+workload_files() {
+  local d name n dest out t0 t1 c0 c1 g0 g1 rc seen own_lists=0 rows=$work/logs/files-dirs.tsv
+  mount_contestant "$contestant"
+  dest=$mnt/$contestant/files
+  mkdir -p "$dest"
+  sync
+  request_counters >"$work/req-before"
+  # One line per directory: index, files, start, end, daemon and Garage CPU ticks before and
+  # after, the daemon's RSS after, the machine's load average (it is shared: a busier
+  # machine in one tenth than in the other explains a different rate).
+  : >"$rows"
+  for d in $(seq 0 $((files_dirs - 1))); do
+    name=d$(printf %03d "$d")
+    n=$(files_in_dir "$d")
+    c0=$(cpu_ticks "$daemon_pid")
+    g0=$(cpu_ticks "$garage_pid")
+    t0=$(now)
+    rc=0
+    timeout -k 10 900 cp -r "$work/src/files/$name" "$dest/" 2>"$work/logs/cp.err" || rc=$?
+    [ "$rc" = 0 ] || fail "cp -r of $name (after $(awk '{ n += $2 } END { print n + 0 }' "$rows") files) exited $rc: $(head -1 "$work/logs/cp.err" | sed "s|$mnt/||g" | cut -c1-100)"
+    out=$(raw count --expect "$n" --timeout 300 "$contestant/files/$name/" 2>&1) || fail "$name: $out"
+    t1=$(now)
+    own_lists=$((own_lists + $(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")))
+    c1=$(cpu_ticks "$daemon_pid")
+    g1=$(cpu_ticks "$garage_pid")
+    echo "$d $n $t0 $t1 $c0 $c1 $g0 $g1 $(rss_kib "$daemon_pid") $(cut -d' ' -f1 /proc/loadavg)" >>"$rows"
+    record "$workload" "$contestant" dir_files_per_s "$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN { print n / (b - a) }')"
+    record "$workload" "$contestant" dir_rss_kib "$(rss_kib "$daemon_pid")"
+    [ $(((d + 1) % 10)) != 0 ] ||
+      log "$contestant/$workload: $((d + 1)) of $files_dirs directories, $(awk '{ n += $2 } END { print n }' "$rows") files," \
+        "$(awk 'NR == 1 { a = $3 } { b = $4 } END { printf "%.0f", b - a }' "$rows") s, RSS $(($(rss_kib "$daemon_pid") >> 10)) MiB"
+  done
+  kill -0 "$daemon_pid" 2>/dev/null || fail "daemon died"
+  request_counters >"$work/req-after"
+  files_requests cp "$own_lists"
+  # The first and the last tenth of the directories (so of the files, give or take one per
+  # directory): files/s, and CPU ms per file of the daemon and of Garage.
+  awk -v k=$((files_dirs / 10 > 0 ? files_dirs / 10 : 1)) -v dirs="$files_dirs" -v t="$clk_tck" \
+    -v w="$workload" -v c="$contestant" 'BEGIN { OFS = "\t" }
+    { part = ($1 < k) ? "first" : ($1 >= dirs - k) ? "last" : ""
+      all_n += $2; all_s += $4 - $3
+      if (part == "") next
+      n[part] += $2; s[part] += $4 - $3; cpu[part] += $6 - $5; gcpu[part] += $8 - $7
+      load[part] += $10; dirs_in[part]++ }
+    END {
+      print w, c, "files_per_s", all_n / all_s
+      print w, c, "cp_seconds", all_s
+      for (p in n) {
+        print w, c, p "_files_per_s", n[p] / s[p]
+        print w, c, p "_cpu_ms_per_file", cpu[p] / t / n[p] * 1000
+        print w, c, p "_garage_cpu_ms_per_file", gcpu[p] / t / n[p] * 1000
+        print w, c, p "_loadavg", load[p] / dirs_in[p]
+      }
+      print w, c, "last_over_first", (n["last"] / s["last"]) / (n["first"] / s["first"])
+    }' "$rows" >>"$records"
+  record "$workload" "$contestant" rss_after_cp_kib "$(rss_kib "$daemon_pid")"
+  log "$contestant/$workload: $files_count files in $(first_value "$workload" "$contestant" cp_seconds) s;" \
+    "last 10% at $(first_value "$workload" "$contestant" last_over_first) × the first 10%'s rate"
+  # Every file's attributes, through the mount that wrote them.
+  request_counters >"$work/req-before"
+  t0=$(now)
+  rc=0
+  timeout -k 10 1800 bash -o pipefail -c 'find "$1" -type f -print0 | tee "$2" | xargs -0 stat >/dev/null' \
+    _ "$dest" "$work/files.list" 2>"$work/logs/stat.err" || rc=$?
+  t1=$(now)
+  [ "$rc" = 0 ] || fail "find | xargs stat exited $rc: $(head -1 "$work/logs/stat.err" | sed "s|$mnt/||g" | cut -c1-100)"
+  seen=$(tr -cd '\0' <"$work/files.list" | wc -c)
+  [ "$seen" = "$files_count" ] || fail "find saw $seen files, $files_count were copied"
+  request_counters >"$work/req-after"
+  files_requests stat 0
+  record "$workload" "$contestant" stat_seconds "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
+  record "$workload" "$contestant" rss_after_stat_kib "$(rss_kib "$daemon_pid")"
+  log "$contestant/$workload: find | xargs stat of $seen files in $(first_value "$workload" "$contestant" stat_seconds) s"
+  record_peak_rss
+  unmount_contestant
+}
+
 # Runs one workload for one contestant in a subshell: errexit works there (it would not in
 # an `if`), a failure ends only this pair, and whatever it mounted or started is released.
 run_pair() {
@@ -863,6 +983,44 @@ scale_table() {
       printf "\n" }'
 }
 
+# The files workload's first value of a field, with a printf format (KiB shown as MiB with
+# "mib"); "–" when missing.
+files_value() {
+  first_value files s3upfs "$1" | awk -v f="$2" '$0 == "–" { printf "–"; next }
+    { if (f == "mib") printf "%.0f", $0 / 1024; else printf f, $0 }'
+}
+
+# "PutObject 1.00, …" for a phase of the files workload, or "none".
+files_requests_text() {
+  awk -F'\t' -v p="$1_req:" '$1 == "files" && $2 == "s3upfs" && index($3, p) == 1 {
+      sub(p, "", $3); printf "%s %.2f\n", $3, $4 }' "$records" | sort -k2,2gr |
+    awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 } END { if (NR == 0) printf "none" }'
+}
+
+files_table() {
+  local c=s3upfs w=files peak ratio
+  echo "| files/s | first 10% files/s | last 10% files/s | last ÷ first | daemon CPU ms/file, first → last 10% | Garage CPU ms/file, first → last 10% | cp -r s | find + stat s | RSS after cp MiB | RSS after stat MiB | peak RSS MiB | status |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| $(files_value files_per_s %.0f) | $(files_value first_files_per_s %.0f) | $(files_value last_files_per_s %.0f) | $(files_value last_over_first %.2f) |" \
+    "$(files_value first_cpu_ms_per_file %.2f) → $(files_value last_cpu_ms_per_file %.2f) |" \
+    "$(files_value first_garage_cpu_ms_per_file %.2f) → $(files_value last_garage_cpu_ms_per_file %.2f) |" \
+    "$(files_value cp_seconds %.0f) | $(files_value stat_seconds %.1f) | $(files_value rss_after_cp_kib mib) | $(files_value rss_after_stat_kib mib) |" \
+    "$(rss_mib "$w" "$c") | $(status_of "$w" "$c") |"
+  peak=$(max_of "$w" "$c" rss_kib)
+  ratio=$(first_value "$w" "$c" last_over_first)
+  [ -n "$peak" ] && [ "$ratio" != – ] || return 0
+  echo
+  echo "S3 requests per file (Garage's counters, the bench's listings subtracted): cp -r $(files_requests_text cp);" \
+    "find + stat $(files_requests_text stat)."
+  echo "The machine's load average (1 min) while copying: first 10% $(files_value first_loadavg %.1f), last 10%" \
+    "$(files_value last_loadavg %.1f) ($(nproc) cores)."
+  echo
+  awk -v peak="$peak" -v limit="$files_rss_target_mib" -v ratio="$ratio" 'BEGIN {
+    printf "Peak RSS %.0f MiB; target < %d MiB: %s. ", peak / 1024, limit, (peak / 1024 < limit ? "met" : "MISSED")
+    printf "Last 10%% of files at %.2f × the first 10%%'"'"'s rate (target ≥ 0.9 ×): %s.\n", ratio,
+      (ratio >= 0.9 ? "flat" : "NOT flat") }'
+}
+
 report() {
   local c
   echo "# s3upfs benchmark $(date '+%Y-%m-%d %H:%M')${quick_suffix:+ (quick)}"
@@ -900,6 +1058,15 @@ report() {
     echo
     scale_table
   fi
+  if has_workload files && has_contestant s3upfs; then
+    echo
+    echo "## Files: s3upfs, cp -r of $files_count × $((files_size >> 10)) KiB in $files_dirs directories, then find | xargs stat"
+    echo
+    echo "One cp -r per directory, in turn, each timed until its objects are listed; the first and last"
+    echo "10% are the first and last $((files_dirs / 10)) directories. One run. RSS is the daemon's (VmRSS; peak: VmHWM)."
+    echo
+    files_table
+  fi
 }
 
 # Bar chart of the main figures: MiB/s (large, parallel) and CPU s/GiB per contestant.
@@ -932,6 +1099,7 @@ main() {
     for c in "${contestants[@]}"; do run_pair "$w" "$c"; done
   done
   if has_workload scale && has_contestant s3upfs; then run_pair scale s3upfs; fi
+  if has_workload files && has_contestant s3upfs; then run_pair files s3upfs; fi
 
   mkdir -p "$repo/bench/results"
   local base
@@ -940,11 +1108,16 @@ main() {
   report >"$base.md"
   echo "" >>"$base.md"
   echo "Total bench time: $(($(date +%s) - started)) s." >>"$base.md"
-  chart "$base.png"
+  local written=$base.md
+  # The chart shows the large and parallel figures only.
+  if has_workload large || has_workload parallel; then
+    chart "$base.png"
+    written="$written and $base.png"
+  fi
   echo
   cat "$base.md"
   echo
-  log "wrote $base.md and $base.png"
+  log "wrote $written"
 }
 
 main
