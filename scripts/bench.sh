@@ -134,8 +134,10 @@ for w in "${selected_workloads[@]}"; do
 done
 has_workload() { [[ " ${selected_workloads[*]} " == *" $1 "* ]]; }
 [[ "$repeat" =~ ^[1-9][0-9]*$ ]] || { echo "--repeat needs a positive number" >&2; exit 2; }
-[[ "$files_count" =~ ^[1-9][0-9]*$ ]] && [ "$files_count" -ge "$files_dirs" ] ||
-  { echo "--files needs a number ≥ $files_dirs" >&2; exit 2; }
+if ! [[ "$files_count" =~ ^[1-9][0-9]*$ ]] || [ "$files_count" -lt "$files_dirs" ]; then
+  echo "--files needs a number ≥ $files_dirs" >&2
+  exit 2
+fi
 
 # Same part size and concurrency for everyone: the comparison is about the data path.
 part_mib=8
@@ -847,6 +849,7 @@ workload_files() {
   request_counters >"$work/req-before"
   t0=$(now)
   rc=0
+  # shellcheck disable=SC2016 # $1 and $2 are the inner shell's arguments
   timeout -k 10 1800 bash -o pipefail -c 'find "$1" -type f -print0 | tee "$2" | xargs -0 stat >/dev/null' \
     _ "$dest" "$work/files.list" 2>"$work/logs/stat.err" || rc=$?
   t1=$(now)
