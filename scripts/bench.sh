@@ -33,10 +33,12 @@
 #             (aws-cli: aws s3 sync, twice; raw: its own parallel PutObjects)
 #   scale     s3upfs only: cp of 256 MiB, 1 GiB, 4 GiB; the daemon's peak RSS must stay
 #             within --max-memory + 64 MiB whatever the size
-#   files     s3upfs only, one run: cp -r of 200,000 × 4 KiB files in 100 directories (one cp -r
-#             per directory, in turn, each timed until its objects are listed), then
-#             find -type f | xargs stat on the mount; the daemon's peak RSS must stay under
-#             100 MiB and the last 10% of files must go as fast as the first 10% (≥ 0.9×)
+#   files     s3upfs, one run on a fresh Garage: cp -r of 200,000 × 4 KiB files in 100
+#             directories (one cp -r per directory, in turn, each timed until its objects are
+#             listed), then find -type f | xargs stat on the mount; the daemon's peak RSS must
+#             stay under 100 MiB and the last 10% of files must go as fast as the first 10%
+#             (≥ 0.9×). raw: the same files as PutObjects one at a time, on its own fresh
+#             Garage, for the server's curve (no stat)
 #
 # Contestants without a mount (raw, aws-cli) report their own process's CPU and peak RSS
 # (aws-cli through GNU time; 8 parallel aws processes are summed).
@@ -134,6 +136,13 @@ for w in "${selected_workloads[@]}"; do
 done
 has_workload() { [[ " ${selected_workloads[*]} " == *" $1 "* ]]; }
 [[ "$repeat" =~ ^[1-9][0-9]*$ ]] || { echo "--repeat needs a positive number" >&2; exit 2; }
+# The files workload's contestants: s3upfs, and the raw SDK as the server's baseline.
+files_contestants=()
+if has_workload files; then
+  for c in s3upfs raw; do
+    ! has_contestant "$c" || files_contestants+=("$c")
+  done
+fi
 if ! [[ "$files_count" =~ ^[1-9][0-9]*$ ]] || [ "$files_count" -lt "$files_dirs" ]; then
   echo "--files needs a number ≥ $files_dirs" >&2
   exit 2
@@ -350,6 +359,14 @@ EOF
   die "could not start Garage; log: $work/logs/garage.log"
 }
 
+# Stops Garage and starts a fresh one (new data dir, ports and keys).
+restart_garage() {
+  kill -TERM "$garage_pid" 2>/dev/null || true
+  stop_pid "$garage_pid"
+  sed -i "/^$garage_pid garage\$/d" "$state/pids"
+  start_garage
+}
+
 # Source data: one pseudo-random file (AES-CTR keystream: incompressible and ~1 GB/s, where
 # /dev/urandom manages ~100 MB/s here); every other source is a slice of it.
 #
@@ -401,7 +418,7 @@ make_sources() {
   [ "$(find "$work/src/small" -type f | wc -l)" = "$small_count" ] || die "small files missing"
   # The files workload's tree: files_dirs directories d000, d001, … of distinct 4 KiB files.
   # Not warmed up (there are too many): every one is new data for Garage.
-  if has_workload files && has_contestant s3upfs; then
+  if [ ${#files_contestants[@]} -gt 0 ]; then
     log "generating $files_count files of $((files_size >> 10)) KiB in $files_dirs directories"
     for d in $(seq 0 $((files_dirs - 1))); do
       count=$(files_in_dir "$d")
@@ -783,31 +800,42 @@ files_requests() {
 # listed, so the rate of the first and the last 10% of files can be compared; then
 # find | xargs stat over the whole tree on the same mount. One run whatever --repeat says.
 workload_files() {
-  local d name n dest out t0 t1 c0 c1 g0 g1 rc seen own_lists=0 rows=$work/logs/files-dirs.tsv
+  local d name n dest out t0 t1 c0 c1 g0 g1 rc seen rss own_lists=0 rows=$work/logs/files-dirs-$contestant.tsv
   mount_contestant "$contestant"
   dest=$mnt/$contestant/files
-  mkdir -p "$dest"
+  is_client "$contestant" || mkdir -p "$dest"
   sync
   request_counters >"$work/req-before"
-  # One line per directory: index, files, start, end, daemon and Garage CPU ticks before and
-  # after, the daemon's RSS after, the machine's load average (it is shared: a busier
-  # machine in one tenth than in the other explains a different rate).
+  # One line per directory: index, files, start, end, the client's and Garage's CPU ticks
+  # before and after, the client's RSS after, the machine's load average (it is shared: a
+  # busier machine in one tenth than in the other explains a different rate).
   : >"$rows"
   for d in $(seq 0 $((files_dirs - 1))); do
     name=d$(printf %03d "$d")
     n=$(files_in_dir "$d")
-    c0=$(cpu_ticks "$daemon_pid")
     g0=$(cpu_ticks "$garage_pid")
     t0=$(now)
-    rc=0
-    timeout -k 10 900 cp -r "$work/src/files/$name" "$dest/" 2>"$work/logs/cp.err" || rc=$?
-    [ "$rc" = 0 ] || fail "cp -r of $name (after $(awk '{ n += $2 } END { print n + 0 }' "$rows") files) exited $rc: $(head -1 "$work/logs/cp.err" | sed "s|$mnt/||g" | cut -c1-100)"
+    if [ "$contestant" = raw ]; then
+      # The server's own curve: one PutObject at a time, as cp -r sends its files.
+      out=$(raw put-dir --concurrency 1 "$work/src/files/$name" "$contestant/files/$name" 2>&1) ||
+        fail "raw_upload put-dir of $name: $out"
+      c0=0 c1=$(awk -v s="$(sed -n 's/.*cpu_seconds=\([0-9.]*\).*/\1/p' <<<"$out")" -v t="$clk_tck" 'BEGIN { print s * t }')
+      rss=$(sed -n 's/.*max_rss_kib=\([0-9]*\).*/\1/p' <<<"$out")
+    else
+      c0=$(cpu_ticks "$daemon_pid")
+      rc=0
+      timeout -k 10 900 cp -r "$work/src/files/$name" "$dest/" 2>"$work/logs/cp.err" || rc=$?
+      [ "$rc" = 0 ] || fail "cp -r of $name (after $(awk '{ n += $2 } END { print n + 0 }' "$rows") files) exited $rc: $(head -1 "$work/logs/cp.err" | sed "s|$mnt/||g" | cut -c1-100)"
+    fi
     out=$(raw count --expect "$n" --timeout 300 "$contestant/files/$name/" 2>&1) || fail "$name: $out"
     t1=$(now)
     own_lists=$((own_lists + $(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")))
-    c1=$(cpu_ticks "$daemon_pid")
+    if [ -n "$daemon_pid" ]; then
+      c1=$(cpu_ticks "$daemon_pid")
+      rss=$(rss_kib "$daemon_pid")
+    fi
     g1=$(cpu_ticks "$garage_pid")
-    echo "$d $n $t0 $t1 $c0 $c1 $g0 $g1 $(rss_kib "$daemon_pid") $(cut -d' ' -f1 /proc/loadavg)" >>"$rows"
+    echo "$d $n $t0 $t1 $c0 $c1 $g0 $g1 $rss $(cut -d' ' -f1 /proc/loadavg)" >>"$rows"
     # Per directory too, in order, for a second look at the curve (the .tsv beside the table).
     tail -1 "$rows" | awk -v t="$clk_tck" -v w="$workload" -v c="$contestant" 'BEGIN { OFS = "\t" } {
       print w, c, "dir_files_per_s", $2 / ($4 - $3)
@@ -817,13 +845,13 @@ workload_files() {
       print w, c, "dir_loadavg", $10 }' >>"$records"
     [ $(((d + 1) % 10)) != 0 ] ||
       log "$contestant/$workload: $((d + 1)) of $files_dirs directories, $(awk '{ n += $2 } END { print n }' "$rows") files," \
-        "$(awk 'NR == 1 { a = $3 } { b = $4 } END { printf "%.0f", b - a }' "$rows") s, RSS $(($(rss_kib "$daemon_pid") >> 10)) MiB"
+        "$(awk 'NR == 1 { a = $3 } { b = $4 } END { printf "%.0f", b - a }' "$rows") s, RSS $((rss >> 10)) MiB"
   done
-  kill -0 "$daemon_pid" 2>/dev/null || fail "daemon died"
+  [ -z "$daemon_pid" ] || kill -0 "$daemon_pid" 2>/dev/null || fail "daemon died"
   request_counters >"$work/req-after"
   files_requests cp "$own_lists"
   # The first and the last tenth of the directories (so of the files, give or take one per
-  # directory): files/s, and CPU ms per file of the daemon and of Garage.
+  # directory): files/s, and CPU ms per file of the client (daemon or baseline) and of Garage.
   awk -v k=$((files_dirs / 10 > 0 ? files_dirs / 10 : 1)) -v dirs="$files_dirs" -v t="$clk_tck" \
     -v w="$workload" -v c="$contestant" 'BEGIN { OFS = "\t" }
     { part = ($1 < k) ? "first" : ($1 >= dirs - k) ? "last" : ""
@@ -842,9 +870,11 @@ workload_files() {
       }
       print w, c, "last_over_first", (n["last"] / s["last"]) / (n["first"] / s["first"])
     }' "$rows" >>"$records"
-  record "$workload" "$contestant" rss_after_cp_kib "$(rss_kib "$daemon_pid")"
   log "$contestant/$workload: $files_count files in $(first_value "$workload" "$contestant" cp_seconds) s;" \
     "last 10% at $(first_value "$workload" "$contestant" last_over_first) × the first 10%'s rate"
+  # The baseline has no mount to stat, nor a daemon whose memory counts.
+  ! is_client "$contestant" || return 0
+  record "$workload" "$contestant" rss_after_cp_kib "$(rss_kib "$daemon_pid")"
   # Every file's attributes, through the mount that wrote them.
   request_counters >"$work/req-before"
   t0=$(now)
@@ -991,40 +1021,47 @@ scale_table() {
       printf "\n" }'
 }
 
-# The files workload's first value of a field, with a printf format (KiB shown as MiB with
-# "mib"); "–" when missing.
+# The files workload's first value of a contestant's field, with a printf format (KiB shown
+# as MiB with "mib"); "–" when missing.
 files_value() {
-  first_value files s3upfs "$1" | awk -v f="$2" '$0 == "–" { printf "–"; next }
+  first_value files "$1" "$2" | awk -v f="$3" '$0 == "–" { printf "–"; next }
     { if (f == "mib") printf "%.0f", $0 / 1024; else printf f, $0 }'
 }
 
-# "PutObject 1.00, …" for a phase of the files workload, or "none".
+# "PutObject 1.00, …" for a contestant's phase of the files workload, or "none".
 files_requests_text() {
-  awk -F'\t' -v p="$1_req:" '$1 == "files" && $2 == "s3upfs" && index($3, p) == 1 {
+  awk -F'\t' -v c="$1" -v p="$2_req:" '$1 == "files" && $2 == c && index($3, p) == 1 {
       sub(p, "", $3); printf "%s %.2f\n", $3, $4 }' "$records" | sort -k2,2gr |
     awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 } END { if (NR == 0) printf "none" }'
 }
 
 files_table() {
-  local c=s3upfs w=files peak ratio
-  echo "| files/s | first 10% files/s | last 10% files/s | last ÷ first | daemon CPU ms/file, first → last 10% | Garage CPU ms/file, first → last 10% | cp -r s | find + stat s | RSS after cp MiB | RSS after stat MiB | peak RSS MiB | status |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-  echo "| $(files_value files_per_s %.0f) | $(files_value first_files_per_s %.0f) | $(files_value last_files_per_s %.0f) | $(files_value last_over_first %.2f) |" \
-    "$(files_value first_cpu_ms_per_file %.2f) → $(files_value last_cpu_ms_per_file %.2f) |" \
-    "$(files_value first_garage_cpu_ms_per_file %.2f) → $(files_value last_garage_cpu_ms_per_file %.2f) |" \
-    "$(files_value cp_seconds %.0f) | $(files_value stat_seconds %.1f) | $(files_value rss_after_cp_kib mib) | $(files_value rss_after_stat_kib mib) |" \
-    "$(rss_mib "$w" "$c") | $(status_of "$w" "$c") |"
-  peak=$(max_of "$w" "$c" rss_kib)
-  ratio=$(first_value "$w" "$c" last_over_first)
+  local c peak ratio
+  echo "| contestant | files/s | first 10% files/s | last 10% files/s | last ÷ first | client CPU ms/file, first → last 10% | Garage CPU ms/file, first → last 10% | copy s | find + stat s | RSS after cp MiB | RSS after stat MiB | peak RSS MiB | status |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  for c in "${files_contestants[@]}"; do
+    echo "| $(label "$c") | $(files_value "$c" files_per_s %.0f) | $(files_value "$c" first_files_per_s %.0f) |" \
+      "$(files_value "$c" last_files_per_s %.0f) | $(files_value "$c" last_over_first %.2f) |" \
+      "$(files_value "$c" first_cpu_ms_per_file %.2f) → $(files_value "$c" last_cpu_ms_per_file %.2f) |" \
+      "$(files_value "$c" first_garage_cpu_ms_per_file %.2f) → $(files_value "$c" last_garage_cpu_ms_per_file %.2f) |" \
+      "$(files_value "$c" cp_seconds %.0f) | $(files_value "$c" stat_seconds %.1f) |" \
+      "$(files_value "$c" rss_after_cp_kib mib) | $(files_value "$c" rss_after_stat_kib mib) |" \
+      "$(rss_mib files "$c") | $(status_of files "$c") |"
+  done
+  echo
+  for c in "${files_contestants[@]}"; do
+    echo "$(label "$c"): S3 requests per file (Garage's counters, the bench's listings subtracted):" \
+      "copy $(files_requests_text "$c" cp)$(is_client "$c" || echo "; find + stat $(files_requests_text "$c" stat)");" \
+      "load average (1 min) while copying: first 10% $(files_value "$c" first_loadavg %.1f)," \
+      "last 10% $(files_value "$c" last_loadavg %.1f) ($(nproc) cores)."
+    echo
+  done
+  has_contestant s3upfs || return 0
+  peak=$(max_of files s3upfs rss_kib)
+  ratio=$(first_value files s3upfs last_over_first)
   [ -n "$peak" ] && [ "$ratio" != – ] || return 0
-  echo
-  echo "S3 requests per file (Garage's counters, the bench's listings subtracted): cp -r $(files_requests_text cp);" \
-    "find + stat $(files_requests_text stat)."
-  echo "The machine's load average (1 min) while copying: first 10% $(files_value first_loadavg %.1f), last 10%" \
-    "$(files_value last_loadavg %.1f) ($(nproc) cores)."
-  echo
   awk -v peak="$peak" -v limit="$files_rss_target_mib" -v ratio="$ratio" 'BEGIN {
-    printf "Peak RSS %.0f MiB; target < %d MiB: %s. ", peak / 1024, limit, (peak / 1024 < limit ? "met" : "MISSED")
+    printf "s3upfs: peak RSS %.0f MiB; target < %d MiB: %s. ", peak / 1024, limit, (peak / 1024 < limit ? "met" : "MISSED")
     printf "Last 10%% of files at %.2f × the first 10%%'"'"'s rate (target ≥ 0.9 ×): %s.\n", ratio,
       (ratio >= 0.9 ? "flat" : "NOT flat") }'
 }
@@ -1066,12 +1103,14 @@ report() {
     echo
     scale_table
   fi
-  if has_workload files && has_contestant s3upfs; then
+  if [ ${#files_contestants[@]} -gt 0 ]; then
     echo
-    echo "## Files: s3upfs, cp -r of $files_count × $((files_size >> 10)) KiB in $files_dirs directories, then find | xargs stat"
+    echo "## Files: cp -r of $files_count × $((files_size >> 10)) KiB in $files_dirs directories, then find | xargs stat"
     echo
     echo "One cp -r per directory, in turn, each timed until its objects are listed; the first and last"
-    echo "10% are the first and last $((files_dirs / 10)) directories. One run. RSS is the daemon's (VmRSS; peak: VmHWM)."
+    echo "10% are the first and last $((files_dirs / 10)) directories. One run, each contestant on a fresh Garage"
+    echo "(empty bucket). RSS is the daemon's (VmRSS; peak: VmHWM). The baseline sends the same files as"
+    echo "PutObjects one at a time (as cp -r does): the server's own curve."
     echo
     files_table
   fi
@@ -1107,7 +1146,10 @@ main() {
     for c in "${contestants[@]}"; do run_pair "$w" "$c"; done
   done
   if has_workload scale && has_contestant s3upfs; then run_pair scale s3upfs; fi
-  if has_workload files && has_contestant s3upfs; then run_pair files s3upfs; fi
+  for c in "${files_contestants[@]}"; do
+    restart_garage # an empty bucket for each: the curve is the contestant's from 0 objects
+    run_pair files "$c"
+  done
 
   mkdir -p "$repo/bench/results"
   local base
