@@ -4,12 +4,13 @@
 # prefix).
 #
 # Usage: scripts/bench.sh [--quick] [--size SIZE] [--repeat N] [--only LIST] [--workloads LIST]
-#                        [--no-build] [--profile P]
-#   --quick      small sizes, one repeat, no 4 GiB file (under 3 minutes once built)
+#                        [--no-build] [--profile P] [--files N]
+#   --quick      small sizes, one repeat, no 4 GiB file, 1,000 files (under 3 minutes once built)
 #   --size SIZE  the large file (default 1GiB; 64MiB with --quick), e.g. 512MiB, 2GiB
 #   --repeat N   runs per measurement (default 3; 1 with --quick); the table shows median (min–max)
 #   --only LIST  comma-separated contestants: raw,s3upfs,s3fs,rclone-off,rclone-writes,aws-cli
-#   --workloads LIST  comma-separated: large,parallel,small,scale (default: all)
+#   --workloads LIST  comma-separated: large,parallel,small,scale,files (default: all)
+#   --files N    how many files the files workload copies (default 200000; 1000 with --quick)
 #   --no-build   use the binaries already built (cargo's target dir)
 #   --profile P  cargo profile to build and run (default release; the test suite's smoke run
 #                uses dev so it needs no second full build — its figures mean nothing)
@@ -32,6 +33,12 @@
 #             (aws-cli: aws s3 sync, twice; raw: its own parallel PutObjects)
 #   scale     s3upfs only: cp of 256 MiB, 1 GiB, 4 GiB; the daemon's peak RSS must stay
 #             within --max-memory + 64 MiB whatever the size
+#   files     s3upfs, one run on a fresh Garage: cp -r of 200,000 × 4 KiB files in 100
+#             directories (one cp -r per directory, in turn, each timed until its objects are
+#             listed), then find -type f | xargs stat on the mount; the daemon's peak RSS must
+#             stay under 100 MiB and the last 10% of files must go as fast as the first 10%
+#             (≥ 0.9×). raw: the same files as PutObjects one at a time, on its own fresh
+#             Garage, for the server's curve (no stat)
 #
 # Contestants without a mount (raw, aws-cli) report their own process's CPU and peak RSS
 # (aws-cli through GNU time; 8 parallel aws processes are summed).
@@ -51,7 +58,8 @@ quick=0
 size_arg=""
 repeat_arg=""
 only="raw,s3upfs,s3fs,rclone-off,rclone-writes,aws-cli"
-workloads="large,parallel,small,scale"
+workloads="large,parallel,small,scale,files"
+files_arg=""
 build=1
 profile=release
 
@@ -81,6 +89,7 @@ while [ $# -gt 0 ]; do
     --workloads) workloads=${2:?--workloads needs a value}; shift ;;
     --no-build) build=0 ;;
     --profile) profile=${2:?--profile needs a value}; shift ;;
+    --files) files_arg=${2:?--files needs a value}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -93,18 +102,23 @@ if [ "$quick" = 1 ]; then
   parallel_size=$((32 * MiB)) # 8 writers; 256 MiB each would take minutes per contestant here
   small_count=100
   scale_sizes=($((256 * MiB)) $((1 * GiB)))
+  files_count=${files_arg:-1000}
 else
   large_size=${size_arg:-$((1 * GiB))}
   repeat=${repeat_arg:-3}
   parallel_size=$((256 * MiB))
   small_count=1000
   scale_sizes=($((256 * MiB)) $((1 * GiB)) $((4 * GiB)))
+  files_count=${files_arg:-200000}
 fi
 parallel_writers=8
 quick_suffix=""
 [ "$quick" = 0 ] || quick_suffix=-quick
 small_size=$((16 << 10))
 small_dirs=20
+files_size=$((4 << 10))
+files_dirs=100   # one cp -r each, in turn: the first and last 10% of files are 10 directories
+files_rss_target_mib=100
 IFS=, read -r -a contestants <<<"$only"
 for c in "${contestants[@]}"; do
   case "$c" in
@@ -116,12 +130,23 @@ has_contestant() { [[ " ${contestants[*]} " == *" $1 "* ]]; }
 IFS=, read -r -a selected_workloads <<<"$workloads"
 for w in "${selected_workloads[@]}"; do
   case "$w" in
-    large | parallel | small | scale) ;;
+    large | parallel | small | scale | files) ;;
     *) echo "unknown workload: $w" >&2; exit 2 ;;
   esac
 done
 has_workload() { [[ " ${selected_workloads[*]} " == *" $1 "* ]]; }
 [[ "$repeat" =~ ^[1-9][0-9]*$ ]] || { echo "--repeat needs a positive number" >&2; exit 2; }
+# The files workload's contestants: s3upfs, and the raw SDK as the server's baseline.
+files_contestants=()
+if has_workload files; then
+  for c in s3upfs raw; do
+    ! has_contestant "$c" || files_contestants+=("$c")
+  done
+fi
+if ! [[ "$files_count" =~ ^[1-9][0-9]*$ ]] || [ "$files_count" -lt "$files_dirs" ]; then
+  echo "--files needs a number ≥ $files_dirs" >&2
+  exit 2
+fi
 
 # Same part size and concurrency for everyone: the comparison is about the data path.
 part_mib=8
@@ -334,6 +359,14 @@ EOF
   die "could not start Garage; log: $work/logs/garage.log"
 }
 
+# Stops Garage and starts a fresh one (new data dir, ports and keys).
+restart_garage() {
+  kill -TERM "$garage_pid" 2>/dev/null || true
+  stop_pid "$garage_pid"
+  sed -i "/^$garage_pid garage\$/d" "$state/pids"
+  start_garage
+}
+
 # Source data: one pseudo-random file (AES-CTR keystream: incompressible and ~1 GB/s, where
 # /dev/urandom manages ~100 MB/s here); every other source is a slice of it.
 #
@@ -341,6 +374,9 @@ EOF
 # contestants use 8 MiB parts, so their blocks line up, and a repeat of a file finds its
 # blocks stored while the first upload does not. To give every timed upload the same server
 # path, the whole file is uploaded once before any timing ("warm-up").
+# How many of the files workload's files go in directory number $1 (from 0).
+files_in_dir() { echo $((files_count / files_dirs + ($1 < files_count % files_dirs ? 1 : 0))); }
+
 make_sources() {
   local big=$MiB s i sizes=()
   ! has_workload large || sizes+=("$large_size")
@@ -380,6 +416,18 @@ make_sources() {
       split -b "$small_size" -d -a 4 --additional-suffix=.bin - "$work/src/small/d$(printf %02d "$d")/f"
   done
   [ "$(find "$work/src/small" -type f | wc -l)" = "$small_count" ] || die "small files missing"
+  # The files workload's tree: files_dirs directories d000, d001, … of distinct 4 KiB files.
+  # Not warmed up (there are too many): every one is new data for Garage.
+  if [ ${#files_contestants[@]} -gt 0 ]; then
+    log "generating $files_count files of $((files_size >> 10)) KiB in $files_dirs directories"
+    for d in $(seq 0 $((files_dirs - 1))); do
+      count=$(files_in_dir "$d")
+      mkdir -p "$work/src/files/d$(printf %03d "$d")"
+      head -c $((count * files_size)) /dev/urandom |
+        split -b "$files_size" -d -a 6 --additional-suffix=.bin - "$work/src/files/d$(printf %03d "$d")/f"
+    done
+    [ "$(find "$work/src/files" -type f | wc -l)" = "$files_count" ] || die "files workload: source files missing"
+  fi
   log "warm-up: uploading the source data once (see make_sources)"
   raw put "$work/src/big.bin" warmup/big.bin >/dev/null
   raw put-dir "$work/src/small" warmup/small >/dev/null
@@ -404,6 +452,9 @@ cpu_ticks() {
 # Peak resident set size of a process in KiB (VmHWM: the high-water mark since it started;
 # every workload uses a fresh daemon, so this is the workload's peak).
 peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# Resident set size now, in KiB.
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # Garage's S3 request counters: "Endpoint count" lines.
 request_counters() {
@@ -737,6 +788,113 @@ workload_small() {
   unmount_contestant
 }
 
+# Records the files workload's S3 requests per file between req-before and req-after, by
+# operation, as PHASE_req:OPERATION, minus OWN listings (the bench's).
+files_requests() {
+  join -a2 -e0 -o 0,1.2,2.2 "$work/req-before" "$work/req-after" |
+    awk -v own="$2" -v p="$1" -v w="$workload" -v c="$contestant" -v n="$files_count" 'BEGIN { OFS = "\t" }
+      { d = $3 - $2; if ($1 == "ListObjectsV2") d -= own; if (d > 0) print w, c, p "_req:" $1, d / n }' >>"$records"
+}
+
+# Many small files: one cp -r per source directory, in turn, each timed until its objects are
+# listed, so the rate of the first and the last 10% of files can be compared; then
+# find | xargs stat over the whole tree on the same mount. One run whatever --repeat says.
+workload_files() {
+  local d name n dest out t0 t1 c0 c1 g0 g1 rc seen rss own_lists=0 rows=$work/logs/files-dirs-$contestant.tsv
+  mount_contestant "$contestant"
+  dest=$mnt/$contestant/files
+  is_client "$contestant" || mkdir -p "$dest"
+  sync
+  request_counters >"$work/req-before"
+  # One line per directory: index, files, start, end, the client's and Garage's CPU ticks
+  # before and after, the client's RSS after, the machine's load average (it is shared: a
+  # busier machine in one tenth than in the other explains a different rate).
+  : >"$rows"
+  for d in $(seq 0 $((files_dirs - 1))); do
+    name=d$(printf %03d "$d")
+    n=$(files_in_dir "$d")
+    g0=$(cpu_ticks "$garage_pid")
+    t0=$(now)
+    if [ "$contestant" = raw ]; then
+      # The server's own curve: one PutObject at a time, as cp -r sends its files.
+      out=$(raw put-dir --concurrency 1 "$work/src/files/$name" "$contestant/files/$name" 2>&1) ||
+        fail "raw_upload put-dir of $name: $out"
+      c0=0 c1=$(awk -v s="$(sed -n 's/.*cpu_seconds=\([0-9.]*\).*/\1/p' <<<"$out")" -v t="$clk_tck" 'BEGIN { print s * t }')
+      rss=$(sed -n 's/.*max_rss_kib=\([0-9]*\).*/\1/p' <<<"$out")
+    else
+      c0=$(cpu_ticks "$daemon_pid")
+      rc=0
+      timeout -k 10 900 cp -r "$work/src/files/$name" "$dest/" 2>"$work/logs/cp.err" || rc=$?
+      [ "$rc" = 0 ] || fail "cp -r of $name (after $(awk '{ n += $2 } END { print n + 0 }' "$rows") files) exited $rc: $(head -1 "$work/logs/cp.err" | sed "s|$mnt/||g" | cut -c1-100)"
+    fi
+    out=$(raw count --expect "$n" --timeout 300 "$contestant/files/$name/" 2>&1) || fail "$name: $out"
+    t1=$(now)
+    own_lists=$((own_lists + $(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")))
+    if [ -n "$daemon_pid" ]; then
+      c1=$(cpu_ticks "$daemon_pid")
+      rss=$(rss_kib "$daemon_pid")
+    fi
+    g1=$(cpu_ticks "$garage_pid")
+    echo "$d $n $t0 $t1 $c0 $c1 $g0 $g1 $rss $(cut -d' ' -f1 /proc/loadavg)" >>"$rows"
+    # Per directory too, in order, for a second look at the curve (the .tsv beside the table).
+    tail -1 "$rows" | awk -v t="$clk_tck" -v w="$workload" -v c="$contestant" 'BEGIN { OFS = "\t" } {
+      print w, c, "dir_files_per_s", $2 / ($4 - $3)
+      print w, c, "dir_cpu_ms_per_file", ($6 - $5) / t / $2 * 1000
+      print w, c, "dir_garage_cpu_ms_per_file", ($8 - $7) / t / $2 * 1000
+      print w, c, "dir_rss_kib", $9
+      print w, c, "dir_loadavg", $10 }' >>"$records"
+    [ $(((d + 1) % 10)) != 0 ] ||
+      log "$contestant/$workload: $((d + 1)) of $files_dirs directories, $(awk '{ n += $2 } END { print n }' "$rows") files," \
+        "$(awk 'NR == 1 { a = $3 } { b = $4 } END { printf "%.0f", b - a }' "$rows") s, RSS $((rss >> 10)) MiB"
+  done
+  [ -z "$daemon_pid" ] || kill -0 "$daemon_pid" 2>/dev/null || fail "daemon died"
+  request_counters >"$work/req-after"
+  files_requests cp "$own_lists"
+  # The first and the last tenth of the directories (so of the files, give or take one per
+  # directory): files/s, and CPU ms per file of the client (daemon or baseline) and of Garage.
+  awk -v k=$((files_dirs / 10 > 0 ? files_dirs / 10 : 1)) -v dirs="$files_dirs" -v t="$clk_tck" \
+    -v w="$workload" -v c="$contestant" 'BEGIN { OFS = "\t" }
+    { part = ($1 < k) ? "first" : ($1 >= dirs - k) ? "last" : ""
+      all_n += $2; all_s += $4 - $3
+      if (part == "") next
+      n[part] += $2; s[part] += $4 - $3; cpu[part] += $6 - $5; gcpu[part] += $8 - $7
+      load[part] += $10; dirs_in[part]++ }
+    END {
+      print w, c, "files_per_s", all_n / all_s
+      print w, c, "cp_seconds", all_s
+      for (p in n) {
+        print w, c, p "_files_per_s", n[p] / s[p]
+        print w, c, p "_cpu_ms_per_file", cpu[p] / t / n[p] * 1000
+        print w, c, p "_garage_cpu_ms_per_file", gcpu[p] / t / n[p] * 1000
+        print w, c, p "_loadavg", load[p] / dirs_in[p]
+      }
+      print w, c, "last_over_first", (n["last"] / s["last"]) / (n["first"] / s["first"])
+    }' "$rows" >>"$records"
+  log "$contestant/$workload: $files_count files in $(first_value "$workload" "$contestant" cp_seconds) s;" \
+    "last 10% at $(first_value "$workload" "$contestant" last_over_first) × the first 10%'s rate"
+  # The baseline has no mount to stat, nor a daemon whose memory counts.
+  ! is_client "$contestant" || return 0
+  record "$workload" "$contestant" rss_after_cp_kib "$(rss_kib "$daemon_pid")"
+  # Every file's attributes, through the mount that wrote them.
+  request_counters >"$work/req-before"
+  t0=$(now)
+  rc=0
+  # shellcheck disable=SC2016 # $1 and $2 are the inner shell's arguments
+  timeout -k 10 1800 bash -o pipefail -c 'find "$1" -type f -print0 | tee "$2" | xargs -0 stat >/dev/null' \
+    _ "$dest" "$work/files.list" 2>"$work/logs/stat.err" || rc=$?
+  t1=$(now)
+  [ "$rc" = 0 ] || fail "find | xargs stat exited $rc: $(head -1 "$work/logs/stat.err" | sed "s|$mnt/||g" | cut -c1-100)"
+  seen=$(tr -cd '\0' <"$work/files.list" | wc -c)
+  [ "$seen" = "$files_count" ] || fail "find saw $seen files, $files_count were copied"
+  request_counters >"$work/req-after"
+  files_requests stat 0
+  record "$workload" "$contestant" stat_seconds "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
+  record "$workload" "$contestant" rss_after_stat_kib "$(rss_kib "$daemon_pid")"
+  log "$contestant/$workload: find | xargs stat of $seen files in $(first_value "$workload" "$contestant" stat_seconds) s"
+  record_peak_rss
+  unmount_contestant
+}
+
 # Runs one workload for one contestant in a subshell: errexit works there (it would not in
 # an `if`), a failure ends only this pair, and whatever it mounted or started is released.
 run_pair() {
@@ -863,6 +1021,51 @@ scale_table() {
       printf "\n" }'
 }
 
+# The files workload's first value of a contestant's field, with a printf format (KiB shown
+# as MiB with "mib"); "–" when missing.
+files_value() {
+  first_value files "$1" "$2" | awk -v f="$3" '$0 == "–" { printf "–"; next }
+    { if (f == "mib") printf "%.0f", $0 / 1024; else printf f, $0 }'
+}
+
+# "PutObject 1.00, …" for a contestant's phase of the files workload, or "none".
+files_requests_text() {
+  awk -F'\t' -v c="$1" -v p="$2_req:" '$1 == "files" && $2 == c && index($3, p) == 1 {
+      sub(p, "", $3); printf "%s %.2f\n", $3, $4 }' "$records" | sort -k2,2gr |
+    awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 } END { if (NR == 0) printf "none" }'
+}
+
+files_table() {
+  local c peak ratio
+  echo "| contestant | files/s | first 10% files/s | last 10% files/s | last ÷ first | client CPU ms/file, first → last 10% | Garage CPU ms/file, first → last 10% | copy s | find + stat s | RSS after cp MiB | RSS after stat MiB | peak RSS MiB | status |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  for c in "${files_contestants[@]}"; do
+    echo "| $(label "$c") | $(files_value "$c" files_per_s %.0f) | $(files_value "$c" first_files_per_s %.0f) |" \
+      "$(files_value "$c" last_files_per_s %.0f) | $(files_value "$c" last_over_first %.2f) |" \
+      "$(files_value "$c" first_cpu_ms_per_file %.2f) → $(files_value "$c" last_cpu_ms_per_file %.2f) |" \
+      "$(files_value "$c" first_garage_cpu_ms_per_file %.2f) → $(files_value "$c" last_garage_cpu_ms_per_file %.2f) |" \
+      "$(files_value "$c" cp_seconds %.0f) | $(files_value "$c" stat_seconds %.1f) |" \
+      "$(files_value "$c" rss_after_cp_kib mib) | $(files_value "$c" rss_after_stat_kib mib) |" \
+      "$(rss_mib files "$c") | $(status_of files "$c") |"
+  done
+  echo
+  for c in "${files_contestants[@]}"; do
+    echo "$(label "$c"): S3 requests per file (Garage's counters, the bench's listings subtracted):" \
+      "copy $(files_requests_text "$c" cp)$(is_client "$c" || echo "; find + stat $(files_requests_text "$c" stat)");" \
+      "load average (1 min) while copying: first 10% $(files_value "$c" first_loadavg %.1f)," \
+      "last 10% $(files_value "$c" last_loadavg %.1f) ($(nproc) cores)."
+    echo
+  done
+  has_contestant s3upfs || return 0
+  peak=$(max_of files s3upfs rss_kib)
+  ratio=$(first_value files s3upfs last_over_first)
+  [ -n "$peak" ] && [ "$ratio" != – ] || return 0
+  awk -v peak="$peak" -v limit="$files_rss_target_mib" -v ratio="$ratio" 'BEGIN {
+    printf "s3upfs: peak RSS %.0f MiB; target < %d MiB: %s. ", peak / 1024, limit, (peak / 1024 < limit ? "met" : "MISSED")
+    printf "Last 10%% of files at %.2f × the first 10%%'"'"'s rate (target ≥ 0.9 ×): %s.\n", ratio,
+      (ratio >= 0.9 ? "flat" : "NOT flat") }'
+}
+
 report() {
   local c
   echo "# s3upfs benchmark $(date '+%Y-%m-%d %H:%M')${quick_suffix:+ (quick)}"
@@ -900,6 +1103,17 @@ report() {
     echo
     scale_table
   fi
+  if [ ${#files_contestants[@]} -gt 0 ]; then
+    echo
+    echo "## Files: cp -r of $files_count × $((files_size >> 10)) KiB in $files_dirs directories, then find | xargs stat"
+    echo
+    echo "One cp -r per directory, in turn, each timed until its objects are listed; the first and last"
+    echo "10% are the first and last $((files_dirs / 10)) directories. One run, each contestant on a fresh Garage"
+    echo "(empty bucket). RSS is the daemon's (VmRSS; peak: VmHWM). The baseline sends the same files as"
+    echo "PutObjects one at a time (as cp -r does): the server's own curve."
+    echo
+    files_table
+  fi
 }
 
 # Bar chart of the main figures: MiB/s (large, parallel) and CPU s/GiB per contestant.
@@ -932,6 +1146,10 @@ main() {
     for c in "${contestants[@]}"; do run_pair "$w" "$c"; done
   done
   if has_workload scale && has_contestant s3upfs; then run_pair scale s3upfs; fi
+  for c in "${files_contestants[@]}"; do
+    restart_garage # an empty bucket for each: the curve is the contestant's from 0 objects
+    run_pair files "$c"
+  done
 
   mkdir -p "$repo/bench/results"
   local base
@@ -940,11 +1158,16 @@ main() {
   report >"$base.md"
   echo "" >>"$base.md"
   echo "Total bench time: $(($(date +%s) - started)) s." >>"$base.md"
-  chart "$base.png"
+  local written=$base.md
+  # The chart shows the large and parallel figures only.
+  if has_workload large || has_workload parallel; then
+    chart "$base.png"
+    written="$written and $base.png"
+  fi
   echo
   cat "$base.md"
   echo
-  log "wrote $base.md and $base.png"
+  log "wrote $written"
 }
 
 main
