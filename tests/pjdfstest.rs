@@ -98,29 +98,11 @@ fn is_name_length_case(case: &str) -> bool {
 }
 
 fn pjdfstest_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("S3UPFS_PJDFSTEST_BIN") {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "S3UPFS_PJDFSTEST_BIN={} does not exist; unset it or run scripts/install-pjdfstest.sh",
-            p.display()
-        );
-        return p;
-    }
-    let cache = match std::env::var_os("S3UPFS_CACHE") {
-        Some(c) => PathBuf::from(c),
-        None => {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache/s3upfs")
-        }
-    };
-    let p = cache.join(format!("pjdfstest-{PJDFSTEST_VERSION}/bin/pjdfstest"));
-    assert!(
-        p.is_file(),
-        "pjdfstest {PJDFSTEST_VERSION} not found at {}: run scripts/install-pjdfstest.sh \
-         (about 2 min, once) or set S3UPFS_PJDFSTEST_BIN",
-        p.display()
-    );
-    p
+    common::cached_tool(
+        "S3UPFS_PJDFSTEST_BIN",
+        &format!("pjdfstest-{PJDFSTEST_VERSION}/bin/pjdfstest"),
+        "scripts/install-pjdfstest.sh (about 2 min, once)",
+    )
 }
 
 /// What one pjdfstest run printed and counted.

@@ -278,9 +278,10 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let raw_flags = flags.0;
-        let writing = raw_flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let kill_setid = writing && !caller::keeps_setid_bits(req.pid());
-        match self.namespace.open(ino.0, raw_flags, req.pid(), kill_setid) {
+        let pid = req.pid();
+        // Asked only when the file has set-ID bits (a /proc read per open otherwise).
+        let kill_setid = || !caller::keeps_setid_bits(pid);
+        match self.namespace.open(ino.0, raw_flags, pid, &kill_setid) {
             Ok(fh) => {
                 let open_flags = if raw_flags & libc::O_ACCMODE == libc::O_RDONLY {
                     FopenFlags::empty()

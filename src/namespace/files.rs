@@ -201,10 +201,17 @@ impl Namespace {
         }
     }
 
-    /// Opens `ino`. `kill_setid`: the opener may not keep set-user-ID/set-group-ID bits
-    /// on what it writes (no CAP_FSETID): the new content goes without them, as Linux
-    /// clears them on write (set-group-ID only with group execute, as Linux does).
-    pub(crate) fn open(&self, ino: u64, flags: i32, pid: u32, kill_setid: bool) -> FsResult<u64> {
+    /// Opens `ino`. `kill_setid` says whether the opener may not keep set-user-ID and
+    /// set-group-ID bits on what it writes (no CAP_FSETID); asked only when the file has
+    /// them. The new content then goes without them, as Linux clears them on write
+    /// (set-group-ID only with group execute, as Linux does).
+    pub(crate) fn open(
+        &self,
+        ino: u64,
+        flags: i32,
+        pid: u32,
+        kill_setid: &dyn Fn() -> bool,
+    ) -> FsResult<u64> {
         let attributes = self.getattr(ino)?;
         if attributes.kind == Kind::Directory {
             return Err(libc::EISDIR.into());
@@ -268,10 +275,12 @@ impl Namespace {
             ctime: Some(now),
             ..metadata
         };
-        if kill_setid && let Some(mode) = metadata.mode {
+        if let Some(mode) = metadata.mode {
             let group_exec = mode & libc::S_IXGRP != 0;
             let killed = libc::S_ISUID | if group_exec { libc::S_ISGID } else { 0 };
-            metadata.mode = Some(mode & !killed);
+            if mode & killed != 0 && kill_setid() {
+                metadata.mode = Some(mode & !killed);
+            }
         }
         // The new content keeps what other tools set on the object (as a local file
         // keeps its extended attributes through O_TRUNC), and its Content-Type.

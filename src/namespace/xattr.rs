@@ -134,6 +134,13 @@ impl Namespace {
     /// Records the new set: with an upload in progress it rides along, otherwise the
     /// change is held like chmod's.
     fn store_xattrs(&self, ino: u64, xattrs: &Xattrs) -> FsResult<()> {
+        if ino == super::inode::ROOT_INO {
+            // The mount's root has no object of its own to carry them.
+            return Err(FsError::new(
+                libc::EOPNOTSUPP,
+                "the mount's root has no object to keep extended attributes in: EOPNOTSUPP",
+            ));
+        }
         let encoded = encode(xattrs);
         if encoded.as_ref().is_some_and(|e| e.len() > MAX_ENCODED) {
             return Err(FsError::new(
@@ -163,7 +170,7 @@ impl Namespace {
             true
         });
         let mut table = self.table();
-        if !riding && ino != super::inode::ROOT_INO {
+        if !riding {
             table.hold(ino, Instant::now());
         }
         let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;

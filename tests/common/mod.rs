@@ -463,11 +463,21 @@ impl Drop for S3Server {
 
 /// The Garage binary: `$S3UPFS_GARAGE_BIN`, else the cache of scripts/install-garage.sh.
 pub fn garage_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("S3UPFS_GARAGE_BIN") {
+    cached_tool(
+        "S3UPFS_GARAGE_BIN",
+        &format!("garage-{GARAGE_VERSION}/bin/garage"),
+        "scripts/install-garage.sh (about 17 min, once)",
+    )
+}
+
+/// A tool an install script put in `~/.cache/s3upfs` (or `$S3UPFS_CACHE`): `$env_var`
+/// when set, else `path` below the cache; a clear panic naming the script when missing.
+pub fn cached_tool(env_var: &str, path: &str, install: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_var) {
         let p = PathBuf::from(p);
         assert!(
             p.is_file(),
-            "S3UPFS_GARAGE_BIN={} does not exist; unset it or run scripts/install-garage.sh",
+            "{env_var}={} does not exist; unset it or run {install}",
             p.display()
         );
         return p;
@@ -478,11 +488,10 @@ pub fn garage_bin() -> PathBuf {
             PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache/s3upfs")
         }
     };
-    let p = cache.join(format!("garage-{GARAGE_VERSION}/bin/garage"));
+    let p = cache.join(path);
     assert!(
         p.is_file(),
-        "Garage {GARAGE_VERSION} not found at {}: run scripts/install-garage.sh (about 17 min, \
-         once) or set S3UPFS_GARAGE_BIN",
+        "{} not found: run {install} or set {env_var}",
         p.display()
     );
     p

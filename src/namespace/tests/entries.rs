@@ -72,7 +72,7 @@ fn a_writer_without_cap_fsetid_clears_setuid_and_setgid_with_group_execute() {
     fx.ns.apply_pending_metadata(Duration::ZERO);
     let fh = fx
         .ns
-        .open(ino, libc::O_WRONLY | libc::O_TRUNC, me(), true)
+        .open(ino, libc::O_WRONLY | libc::O_TRUNC, me(), &|| true)
         .unwrap();
     fx.write(fh, 0, b"v2").unwrap();
     fx.close(fh).unwrap();
@@ -83,7 +83,7 @@ fn a_writer_without_cap_fsetid_clears_setuid_and_setgid_with_group_execute() {
     fx.chmod(ino, 0o6775).unwrap();
     let fh = fx
         .ns
-        .open(ino, libc::O_WRONLY | libc::O_TRUNC, me(), false)
+        .open(ino, libc::O_WRONLY | libc::O_TRUNC, me(), &|| false)
         .unwrap();
     fx.close(fh).unwrap();
     assert_eq!(fx.ns.getattr(ino).unwrap().perm, 0o6775);

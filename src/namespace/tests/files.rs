@@ -165,7 +165,7 @@ fn an_upload_failing_after_the_last_close_is_reported_to_the_next_open_once() {
     assert!(fx.ns.release(fh).is_err());
     fx.store.set_hook(|_, _, _| None);
     assert_eq!(
-        fx.ns.open(ino, libc::O_RDONLY, me(), false).errno(),
+        fx.ns.open(ino, libc::O_RDONLY, me(), &|| false).errno(),
         Some(libc::EIO)
     );
     let (_, again) = fx.create("late");

@@ -104,3 +104,12 @@ fn a_chmod_keeps_the_attributes_another_mount_set() {
             .contains_key("xattr")
     );
 }
+
+#[test]
+fn an_attribute_on_the_mount_root_is_refused_not_kept_only_in_memory() {
+    let fx = Fixture::new();
+    assert_eq!(
+        set(&fx, ROOT, "user.k", b"v").errno(),
+        Some(libc::EOPNOTSUPP)
+    );
+}
