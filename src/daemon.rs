@@ -267,7 +267,7 @@ pub(crate) fn run(config: MountConfig) -> Result<(), String> {
     }
     let mut session = None;
     let prepared = prepare(&config).and_then(|prepared| {
-        let adapter = FuseAdapter::new(Arc::clone(&prepared.namespace));
+        let adapter = FuseAdapter::new(Arc::clone(&prepared.namespace), config.allow_other);
         mount(&config, adapter, &prepared.label).map(|mounted| {
             session = Some(mounted);
             prepared
@@ -289,6 +289,10 @@ pub(crate) fn run(config: MountConfig) -> Result<(), String> {
     let Some(session) = session else {
         return Err("mount failed".to_owned());
     };
+    let notifier = session.notifier();
+    namespace.set_invalidator(Box::new(move |parent, name| {
+        notifier.inval_entry(fuser::INodeNo(parent), name)
+    }));
     info!("mounted on {}", config.mountpoint.display());
     let mountpoint = config.mountpoint.clone();
     runtime.spawn(async move {

@@ -635,3 +635,43 @@ fn a_renamed_files_old_key_is_deleted_after_rename_returns_yet_never_seen_again(
     assert_eq!(client.get("d/a").as_deref(), Some(&b"new 19"[..]));
     assert_eq!(client.get("d/b").as_deref(), Some(&b"old 19"[..]));
 }
+
+/// The table's size as the daemon last logged it ("N inodes in the table").
+fn logged_table_size(mount: &Mount) -> Option<usize> {
+    mount.log().lines().rev().find_map(|line| {
+        line.split(" inodes in the table")
+            .next()?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+#[test]
+fn files_nobody_uses_leave_the_table_and_still_read_back() {
+    let server = S3Server::garage();
+    let mount = Mount::new(&server, &[]);
+    let dir = mount.join("many");
+    std::fs::create_dir(&dir).unwrap();
+    let files = 300;
+    for i in 0..files {
+        std::fs::write(dir.join(format!("f{i}")), format!("body {i}")).unwrap();
+        std::fs::metadata(dir.join(format!("f{i}"))).unwrap();
+    }
+    // The kernel keeps every written name until memory runs short; the mount asks it
+    // to let go of those idle for 10 s past their attributes' expiry.
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            logged_table_size(&mount).is_some_and(|size| size < 20)
+        }),
+        "the table kept {:?} inodes for {files} idle files",
+        logged_table_size(&mount)
+    );
+    for i in 0..files {
+        let body = std::fs::read_to_string(dir.join(format!("f{i}"))).unwrap();
+        assert_eq!(body, format!("body {i}"));
+    }
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), files);
+    mount.unmount();
+}

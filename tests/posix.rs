@@ -237,3 +237,55 @@ fn a_write_by_another_user_clears_setuid_and_setgid() {
     let mode = std::fs::metadata(&path).expect("stat").mode();
     assert_eq!(mode & 0o7777, 0o777, "mode {mode:o}\n{}", mount.log());
 }
+
+/// POSIX ACLs (with --allow-other, where the kernel checks permissions): setfacl's
+/// entries are enforced, kept as s3fs keeps them (in `x-amz-meta-xattr`), survive a
+/// remount, and a directory's default ACL is inherited by a new file.
+#[test]
+fn setfacl_grants_another_user_access_survives_a_remount_and_is_inherited() {
+    let server = S3Server::garage();
+    let mount = Mount::new(&server, &["--allow-other"]);
+    let m = mount.path().display().to_string();
+    mount.sh_ok(&format!(
+        "echo secret > '{m}/f' && chmod 600 '{m}/f' && mkdir '{m}/d'"
+    ));
+    assert!(
+        !as_nobody_on(&mount, &format!("cat {m}/f")).status.success(),
+        "0600: refused"
+    );
+    mount.sh_ok(&format!(
+        "setfacl -m u:65534:r '{m}/f' && setfacl -d -m u:65534:rw '{m}/d' && touch '{m}/d/new'"
+    ));
+    let read = as_nobody_on(&mount, &format!("cat {m}/f"));
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout),
+        "secret\n",
+        "{read:?}\n{}",
+        mount.log()
+    );
+    let mode = std::fs::metadata(mount.join("f")).expect("stat").mode();
+    assert_eq!(mode & 0o777, 0o640, "the mask shows as the group bits");
+    let inherited = mount.sh_ok(&format!("getfacl -pn '{m}/d/new'"));
+    assert!(inherited.contains("user:65534:rw-"), "{inherited}");
+    mount.sh_ok(&format!("sync '{m}/f' '{m}/d' '{m}/d/new'"));
+    past_the_ttl();
+    drop(mount);
+    let mount = Mount::new(&server, &["--allow-other"]);
+    let m = mount.path().display().to_string();
+    let acl = mount.sh_ok(&format!("getfacl -pn '{m}/f'"));
+    assert!(acl.contains("user:65534:r--"), "{acl}");
+    let stored = server.client().head("f").expect("object");
+    assert!(
+        stored.metadata.contains_key("xattr"),
+        "{:?}",
+        stored.metadata
+    );
+    let read = as_nobody_on(&mount, &format!("cat {m}/f"));
+    assert!(read.status.success(), "{read:?}");
+}
+
+fn as_nobody_on(mount: &Mount, cmd: &str) -> std::process::Output {
+    mount.sh(&format!(
+        "setpriv --reuid 65534 --regid 65534 --clear-groups sh -c '{cmd}'"
+    ))
+}

@@ -54,12 +54,16 @@ pub(crate) struct FuseAdapter {
     /// Open directory handles: the listing each reads from, taken at its first readdir.
     directories: Mutex<HashMap<u64, Option<Vec<DirEntry>>>>,
     next_directory_handle: AtomicU64,
+    /// The kernel checks permissions (`default_permissions`, with `--allow-other`): it
+    /// then enforces POSIX ACLs too, which the mount asks for at init.
+    kernel_checks_permissions: bool,
 }
 
 impl FuseAdapter {
-    pub(crate) fn new(namespace: Arc<Namespace>) -> Self {
+    pub(crate) fn new(namespace: Arc<Namespace>, kernel_checks_permissions: bool) -> Self {
         Self {
             namespace,
+            kernel_checks_permissions,
             responders: Responders::default(),
             directories: Mutex::new(HashMap::new()),
             next_directory_handle: AtomicU64::new(1),
@@ -90,6 +94,15 @@ impl Filesystem for FuseAdapter {
         // O_TRUNC arrives with open instead of as a separate truncate.
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
             warn!("kernel lacks capabilities {missing:?}");
+        }
+        // POSIX ACLs, enforced by the kernel where it checks permissions; the mode of a
+        // new name then comes unmasked with the umask beside it (a default ACL
+        // replaces the umask). Without them the kernel answers ACL calls EOPNOTSUPP.
+        if self.kernel_checks_permissions
+            && let Err(missing) =
+                config.add_capabilities(InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK)
+        {
+            warn!("kernel lacks capabilities {missing:?}: no POSIX ACLs");
         }
         if let Err(max) = config.set_max_write(MAX_WRITE) {
             debug!("kernel limits writes to {max} bytes");
@@ -181,7 +194,7 @@ impl Filesystem for FuseAdapter {
         let result = self.namespace.mknod_file(
             parent.0,
             name,
-            mode & !umask & 0o7777,
+            (mode & 0o7777, umask),
             req.uid(),
             req.gid(),
             req.pid(),
@@ -200,7 +213,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let result = self
             .namespace
-            .mkdir(parent.0, name, mode & !umask, req.uid(), req.gid());
+            .mkdir(parent.0, name, (mode, umask), req.uid(), req.gid());
         self.reply_entry(reply, "mkdir", result);
     }
 
@@ -527,7 +540,7 @@ impl Filesystem for FuseAdapter {
         match self.namespace.create(
             parent.0,
             name,
-            mode & !umask,
+            (mode, umask),
             req.uid(),
             req.gid(),
             req.pid(),

@@ -190,7 +190,12 @@ impl Namespace {
             inode.size = size;
         }
         inode.valid_until = Instant::now() + self.config.attr_ttl;
-        Ok(self.attributes(ino, inode))
+        let attributes = self.attributes(ino, inode);
+        drop(table);
+        if let Some(mode) = changes.mode {
+            self.chmod_acl(ino, mode)?;
+        }
+        Ok(attributes)
     }
 
     /// Truncates a file being written, waiting for memory (bounded) when it grows.

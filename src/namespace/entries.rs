@@ -26,20 +26,22 @@ impl Namespace {
         &self,
         parent: u64,
         name: &std::ffi::OsStr,
-        mode: u32,
+        (mode, umask): (u32, u32),
         uid: u32,
         gid: u32,
     ) -> FsResult<Attributes> {
         let (name, path) = self.free_name(parent, name)?;
         let (setgid, gid) = self.inherit_from(parent, gid);
+        let (perm, acls) = self.inherit_acl(parent, mode, umask, Kind::Directory)?;
         let metadata = PosixMetadata {
-            mode: Some(S_IFDIR | (mode & 0o7777) | setgid),
+            mode: Some(S_IFDIR | perm | setgid),
             uid: Some(uid),
             gid: Some(gid),
             ..PosixMetadata::created(SystemTime::now())
         };
         let mut inode = self.new_inode(parent, &name, &path, Kind::Directory);
         inode.metadata = metadata;
+        inode.foreign = acls;
         inode.metadata_loaded = true;
         inode.listing_valid_until = Some(Instant::now() + self.config.attr_ttl);
         // The marker is held like an attribute change: rsync's mkdir + chmod + utimes
@@ -47,6 +49,7 @@ impl Namespace {
         inode.pending_metadata_since = Some(Instant::now());
         let mut table = self.table();
         let ino = table.upsert(inode);
+        table.entries_changed(parent);
         Ok(self.attributes(ino, table.get(ino).ok_or(libc::ENOENT)?))
     }
 
@@ -56,7 +59,7 @@ impl Namespace {
         &self,
         parent: u64,
         name: &std::ffi::OsStr,
-        mode: u32,
+        mode: (u32, u32),
         uid: u32,
         gid: u32,
         pid: u32,
@@ -109,6 +112,7 @@ impl Namespace {
             inode.pending_metadata_since = None;
         }
         table.unlink(parent, &name);
+        table.entries_changed(parent);
         Ok(())
     }
 
@@ -133,7 +137,9 @@ impl Namespace {
         self.store
             .delete_object(&self.object_key(&path))
             .map_err(FsError::from)?;
-        self.table().unlink(parent, &name);
+        let mut table = self.table();
+        table.unlink(parent, &name);
+        table.entries_changed(parent);
         Ok(())
     }
 
@@ -167,6 +173,7 @@ impl Namespace {
         let mut table = self.table();
         let ino = table.upsert(inode);
         table.touch(ino);
+        table.entries_changed(parent);
         Ok(self.attributes(ino, table.get(ino).ok_or(libc::ENOENT)?))
     }
 

@@ -131,7 +131,7 @@ impl Namespace {
         &self,
         parent: u64,
         name: &std::ffi::OsStr,
-        mode: u32,
+        (mode, umask): (u32, u32),
         uid: u32,
         gid: u32,
         pid: u32,
@@ -142,16 +142,18 @@ impl Namespace {
         // A file just renamed away from this name: its delete must not hit the new one.
         self.delete_before_reuse(&self.object_key(&path))?;
         let (_, gid) = self.inherit_from(parent, gid);
+        let (perm, acls) = self.inherit_acl(parent, mode, umask, Kind::File)?;
         let metadata = PosixMetadata {
-            mode: Some(S_IFREG | (mode & 0o7777)),
+            mode: Some(S_IFREG | perm),
             uid: Some(uid),
             gid: Some(gid),
             ..PosixMetadata::created(SystemTime::now())
         };
-        let headers = Self::headers_for(&metadata, None, Some(&content_type_for(&path)));
+        let headers = Self::headers_for(&metadata, acls.as_deref(), Some(&content_type_for(&path)));
         let active = self.start_write(self.object_key(&path), headers, pid);
         let mut inode = self.new_inode(parent, &name, &path, Kind::File);
         inode.metadata = metadata;
+        inode.foreign = acls;
         inode.metadata_loaded = true;
         inode.active_write = Some(Arc::clone(&active));
         let mut table = self.table();
@@ -164,6 +166,7 @@ impl Namespace {
         if let Some(stored) = table.get_mut(ino) {
             stored.active_write = Some(Arc::clone(&active));
         }
+        table.entries_changed(parent);
         let attributes = self.attributes(ino, table.get(ino).ok_or(libc::ENOENT)?);
         drop(table);
         let fh = self.register(OpenFile::Writer { ino, active });

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::ActiveWrite;
 use super::metadata::PosixMetadata;
@@ -52,6 +52,8 @@ pub(crate) struct Inode {
     /// When this mount last changed what S3 holds for it (the table's generation
     /// then): a listing taken before that must not undo it ([`InodeTable::touch`]).
     pub(crate) changed: u64,
+    /// The kernel was asked to drop its entry for this name ([`InodeTable::idle_entries`]).
+    pub(crate) let_go: bool,
 }
 
 impl Inode {
@@ -81,6 +83,7 @@ impl Inode {
             pending_metadata_since: None,
             unlinked: false,
             changed: 0,
+            let_go: false,
         }
     }
 
@@ -114,6 +117,10 @@ pub(crate) struct InodeTable {
     /// the order they were made: what the sweep of unreferenced names looks at, oldest
     /// first, instead of the whole table.
     unreferenced: VecDeque<u64>,
+    /// Inodes the kernel was handed, in about the order it was: what the sweep asks the
+    /// kernel to let go of once idle ([`Self::idle_entries`]), so the table holds the
+    /// names in use, not every name a backup ever wrote.
+    given: VecDeque<u64>,
     /// Counts this mount's own changes to what S3 holds (see [`Inode::changed`]).
     generation: u64,
 }
@@ -132,6 +139,7 @@ impl InodeTable {
             next_ino: ROOT_INO + 1,
             held: BTreeSet::new(),
             unreferenced: VecDeque::new(),
+            given: VecDeque::new(),
             generation: 0,
         }
     }
@@ -187,7 +195,11 @@ impl InodeTable {
                     existing.foreign.take(),
                 )
             });
+            let earlier_times = existing.metadata;
             *existing = inode;
+            if existing.kind == Kind::Directory {
+                existing.metadata.keep_later_times(&earlier_times);
+            }
             if let Some((metadata, loaded, foreign)) = held {
                 existing.metadata = metadata;
                 existing.metadata_loaded = loaded;
@@ -226,6 +238,19 @@ impl InodeTable {
         self.generation += 1;
         if let Some(inode) = self.inodes.get_mut(&ino) {
             inode.changed = self.generation;
+        }
+    }
+
+    /// Records that `dir`'s entries changed now (a name made, removed or renamed in it),
+    /// as POSIX says: its mtime and ctime move. Kept in memory (a marker PUT per new
+    /// file would double a backup's requests); a refresh from S3 never moves them back.
+    pub(crate) fn entries_changed(&mut self, dir: u64) {
+        if let Some(inode) = self.inodes.get_mut(&dir)
+            && inode.kind == Kind::Directory
+        {
+            let now = SystemTime::now();
+            inode.metadata.mtime = Some(now);
+            inode.metadata.ctime = Some(now);
         }
     }
 
@@ -276,8 +301,51 @@ impl InodeTable {
     /// The kernel was handed an entry for `ino` (lookup, create, mkdir, symlink).
     pub(crate) fn remember(&mut self, ino: u64) {
         if let Some(inode) = self.inodes.get_mut(&ino) {
+            if inode.lookups == 0 || inode.let_go {
+                inode.let_go = false;
+                self.given.push_back(ino);
+            }
             inode.lookups += 1;
         }
+    }
+
+    /// The names (parent, name) of up to `max` files and symlinks the kernel holds that
+    /// nobody has used for `idle` past their attributes' expiry: the caller asks the
+    /// kernel to drop them, and its FORGET then takes them out of the table. What is
+    /// ours for now (an upload, a held change) and directories stay. Each call looks
+    /// at most at `max` entries, oldest first.
+    pub(crate) fn idle_entries(
+        &mut self,
+        now: Instant,
+        idle: Duration,
+        max: usize,
+    ) -> Vec<(u64, String)> {
+        let mut idle_names = Vec::new();
+        let mut kept = VecDeque::new();
+        for _ in 0..self.given.len().min(max) {
+            let Some(ino) = self.given.pop_front() else {
+                break;
+            };
+            let Some(inode) = self.inodes.get_mut(&ino) else {
+                continue;
+            };
+            if inode.lookups == 0 || inode.let_go {
+                // Forgotten already, or asked: `remember` queues it again if it is used.
+                continue;
+            }
+            let in_use = inode.kind == Kind::Directory
+                || inode.exists_only_locally()
+                || inode.unlinked
+                || inode.valid_until + idle > now;
+            if in_use {
+                kept.push_back(ino);
+                continue;
+            }
+            inode.let_go = true;
+            idle_names.push((inode.parent, inode.name.clone()));
+        }
+        self.given.extend(kept);
+        idle_names
     }
 
     /// The kernel dropped `count` of its entries for `ino`. An inode it no longer
@@ -408,7 +476,6 @@ impl InodeTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn inode(parent: u64, name: &str, valid_until: Instant) -> Inode {
         Inode::new(parent, name, name, Kind::File, valid_until)
@@ -473,5 +540,44 @@ mod tests {
         table.get_mut(a).unwrap().pending_metadata_since = None;
         table.hold(b, now);
         assert_eq!(table.held(), [b], "a's change went: dropped from the index");
+    }
+
+    #[test]
+    fn an_idle_file_the_kernel_holds_is_given_back_once_and_leaves_at_its_forget() {
+        let mut table = table();
+        let now = Instant::now();
+        let idle = Duration::from_secs(10);
+        let file = table.upsert(inode(ROOT_INO, "f", now));
+        table.remember(file);
+        let mut dir = inode(ROOT_INO, "d", now);
+        dir.kind = Kind::Directory;
+        let dir = table.upsert(dir);
+        table.remember(dir);
+        let held = table.upsert(inode(ROOT_INO, "held", now));
+        table.remember(held);
+        table.hold(held, now);
+        assert!(
+            table
+                .idle_entries(now + Duration::from_secs(5), idle, 100)
+                .is_empty()
+        );
+        let later = now + Duration::from_secs(11);
+        assert_eq!(
+            table.idle_entries(later, idle, 100),
+            vec![(ROOT_INO, "f".to_owned())],
+            "the idle file only: not the directory, not a held change"
+        );
+        assert!(
+            table.idle_entries(later, idle, 100).is_empty(),
+            "asked once"
+        );
+        table.forget(file, 1);
+        assert!(table.get(file).is_none());
+        // Used again after being let go: queued again.
+        let again = table.upsert(inode(ROOT_INO, "g", now));
+        table.remember(again);
+        assert_eq!(table.idle_entries(later, idle, 100).len(), 1);
+        table.remember(again);
+        assert_eq!(table.idle_entries(later, idle, 100).len(), 1);
     }
 }

@@ -10,7 +10,7 @@ use log::{debug, warn};
 
 use super::inode::{Inode, Kind, ROOT_INO};
 use super::metadata::PosixMetadata;
-use super::paths::{is_representable, join};
+use super::paths::{content_type_for, is_representable, join};
 use super::*;
 use crate::s3::DIRECTORY_CONTENT_TYPE;
 
@@ -82,7 +82,11 @@ impl Namespace {
             .map_err(FsError::from)?
         {
             inode.metadata = PosixMetadata::decode(&info.metadata);
-            inode.foreign = PosixMetadata::foreign(&info.metadata, info.content_type.as_deref());
+            inode.foreign = PosixMetadata::foreign(
+                &info.metadata,
+                info.content_type.as_deref(),
+                DIRECTORY_CONTENT_TYPE,
+            );
             inode.last_modified = info.last_modified;
         }
         inode.metadata_loaded = true;
@@ -120,7 +124,11 @@ impl Namespace {
         let mut inode = self.new_inode(parent, name, path, kind);
         inode.size = info.size;
         inode.metadata = metadata;
-        inode.foreign = PosixMetadata::foreign(&info.metadata, info.content_type.as_deref());
+        inode.foreign = PosixMetadata::foreign(
+            &info.metadata,
+            info.content_type.as_deref(),
+            &content_type_for(path),
+        );
         inode.last_modified = info.last_modified;
         inode.metadata_loaded = true;
         Ok(Some(inode))
@@ -224,7 +232,10 @@ impl Namespace {
                 let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
                 if inode.kind == fresh.kind {
                     inode.size = fresh.size;
-                    inode.metadata = fresh.metadata;
+                    let earlier = std::mem::replace(&mut inode.metadata, fresh.metadata);
+                    if inode.kind == Kind::Directory {
+                        inode.metadata.keep_later_times(&earlier);
+                    }
                     inode.foreign = fresh.foreign;
                     inode.last_modified = fresh.last_modified;
                     inode.metadata_loaded = true;

@@ -53,12 +53,24 @@ impl PosixMetadata {
         }
     }
 
+    /// Keeps `earlier`'s mtime and ctime where they are later than ours: a directory's
+    /// times moved by this mount's entry changes outlive a refresh of its marker.
+    pub(crate) fn keep_later_times(&mut self, earlier: &PosixMetadata) {
+        self.mtime = self.mtime.max(earlier.mtime);
+        self.ctime = self.ctime.max(earlier.ctime);
+    }
+
     /// What an object's headers hold beyond ours: other tools' `x-amz-meta-*` entries
     /// and its Content-Type, to be kept on every copy we make of it. None when empty.
+    /// A Content-Type equal to `guessed` (what the name gives, what we would write) is
+    /// left out: a copy guesses it again, and a table of a million files does not keep
+    /// a million copies of it.
     pub(crate) fn foreign(
         metadata: &HashMap<String, String>,
         content_type: Option<&str>,
+        guessed: &str,
     ) -> Option<std::sync::Arc<ObjectHeaders>> {
+        let content_type = content_type.filter(|t| *t != guessed);
         let metadata: HashMap<String, String> = metadata
             .iter()
             .filter(|(name, _)| !is_ours(name))

@@ -24,6 +24,7 @@
 //!
 //! The fast test tier (`tests/`) drives this API on the in-memory store.
 
+mod acl;
 mod attributes;
 mod deletes;
 mod entries;
@@ -45,7 +46,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use log::warn;
+use log::{debug, warn};
 
 use crate::s3::ObjectStore;
 use crate::upload::UploadContext;
@@ -133,7 +134,22 @@ pub(crate) struct Namespace {
     /// Upload failures no close() could report, by key: the next open of the file gets
     /// EIO once (audit H4).
     unreported: Mutex<HashMap<String, crate::upload::UploadError>>,
+    /// Asks the kernel to drop its entry for a name (FUSE's notify_inval_entry), set
+    /// once the session exists; see [`Namespace::let_go_of_idle`].
+    invalidator: std::sync::OnceLock<Invalidate>,
 }
+
+/// Asks the kernel to drop its cached entry for `name` in directory `parent`.
+pub(crate) type Invalidate =
+    Box<dyn Fn(u64, &std::ffi::OsStr) -> std::io::Result<()> + Send + Sync>;
+
+/// How long past its attributes' expiry a name the kernel holds stays unused before
+/// the mount asks the kernel to let go of it (a `cp -r` of millions of files would
+/// otherwise keep every one in the table: the kernel forgets only under memory
+/// pressure). Its next use costs a lookup, which an expired entry costs anyway.
+const LET_GO_AFTER: Duration = Duration::from_secs(10);
+/// At most this many names looked at per sweep (every 5 s).
+const LET_GO_BATCH: usize = 100_000;
 
 impl Namespace {
     pub(crate) fn new(
@@ -157,6 +173,7 @@ impl Namespace {
             shadowed_logged: Mutex::new(HashSet::new()),
             marker_writes: Mutex::new(()),
             flushing: Mutex::new(HashSet::new()),
+            invalidator: std::sync::OnceLock::new(),
             flushed: std::sync::Condvar::new(),
             unreported: Mutex::new(HashMap::new()),
         })
@@ -225,6 +242,31 @@ impl Namespace {
     /// The kernel dropped `count` entries for `ino`.
     pub(crate) fn forget(&self, ino: u64, count: u64) {
         self.table().forget(ino, count);
+    }
+
+    /// Sets how the kernel is asked to drop entries (once; later calls are ignored).
+    pub(crate) fn set_invalidator(&self, invalidate: Invalidate) {
+        let _ = self.invalidator.set(invalidate);
+    }
+
+    /// Asks the kernel to let go of the files it holds that nobody used for
+    /// [`LET_GO_AFTER`]; their FORGETs then take them out of the table. Returns how
+    /// many were asked. Called by the sweep with no lock held: the kernel takes the
+    /// directory's lock to drop an entry, and a request holding it may wait for us.
+    pub(crate) fn let_go_of_idle(&self) -> usize {
+        let Some(invalidate) = self.invalidator.get() else {
+            return 0;
+        };
+        let idle = self
+            .table()
+            .idle_entries(Instant::now(), LET_GO_AFTER, LET_GO_BATCH);
+        for (parent, name) in &idle {
+            if let Err(e) = invalidate(*parent, std::ffi::OsStr::new(name)) {
+                // ENOENT: the kernel had dropped it already.
+                debug!("could not ask the kernel to drop {name:?} in {parent}: {e}");
+            }
+        }
+        idle.len()
     }
 
     /// Inodes in the table (shown at unmount: it should not grow with every name seen).

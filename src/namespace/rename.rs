@@ -14,7 +14,7 @@ use super::inode::Kind;
 use super::metadata::PosixMetadata;
 use super::paths::{MAX_KEY_LEN, renamed_content_type};
 use super::*;
-use crate::s3::ListedObject;
+use crate::s3::{ListedObject, ObjectHeaders};
 
 /// Object copies in flight while renaming a directory.
 const DIRECTORY_COPY_CONCURRENCY: usize = 8;
@@ -75,8 +75,10 @@ impl Namespace {
             self.rename_file(source.ino, &source_path, &target_path)?;
             None
         };
-        self.table()
-            .rename(source.ino, new_parent, &new_name, target_path);
+        let mut table = self.table();
+        table.rename(source.ino, new_parent, &new_name, target_path);
+        table.entries_changed(parent);
+        table.entries_changed(new_parent);
         Ok(())
     }
 
@@ -235,15 +237,15 @@ impl Namespace {
             ));
         }
         // A held marker (new directory, chmod/utimes) is written once, at the new name.
-        let (metadata, pending) = {
+        let (marker, pending) = {
             let mut table = self.table();
             let inode = table.get_mut(ino).ok_or(libc::ENOENT)?;
             (
-                inode.metadata,
+                (inode.metadata, inode.foreign.clone()),
                 inode.pending_metadata_since.take().is_some(),
             )
         };
-        let result = self.move_directory_objects(&source_prefix, &target_prefix, metadata, pending);
+        let result = self.move_directory_objects(&source_prefix, &target_prefix, marker, pending);
         if result.is_err() && pending {
             self.table().hold(ino, Instant::now());
         }
@@ -251,13 +253,14 @@ impl Namespace {
     }
 
     /// Copies every object below `source_prefix` to `target_prefix`, then deletes the
-    /// originals. The target's marker carries `metadata` when the change was held or the
-    /// source had no objects at all.
+    /// originals. The target's marker carries `marker` (our attributes and the foreign
+    /// headers, xattrs among them) when the change was held or the source had no
+    /// objects at all.
     pub(super) fn move_directory_objects(
         &self,
         source_prefix: &str,
         target_prefix: &str,
-        metadata: PosixMetadata,
+        (metadata, foreign): (PosixMetadata, Option<Arc<ObjectHeaders>>),
         metadata_pending: bool,
     ) -> FsResult<()> {
         let listing = self
@@ -344,7 +347,7 @@ impl Namespace {
             return Err(error.into());
         }
         if metadata_pending || listing.objects.is_empty() {
-            self.put_marker(target_prefix, &metadata)?;
+            self.put_marker(target_prefix, &metadata, foreign.as_deref())?;
         }
         for object in &listing.objects {
             self.store

@@ -80,11 +80,16 @@ impl Namespace {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(super) fn put_marker(&self, marker_key: &str, metadata: &PosixMetadata) -> FsResult<()> {
+    pub(super) fn put_marker(
+        &self,
+        marker_key: &str,
+        metadata: &PosixMetadata,
+        foreign: Option<&ObjectHeaders>,
+    ) -> FsResult<()> {
         self.put_small(
             marker_key,
             Bytes::new(),
-            &Self::headers_for(metadata, None, Some(DIRECTORY_CONTENT_TYPE)),
+            &Self::headers_for(metadata, foreign, Some(DIRECTORY_CONTENT_TYPE)),
         )
     }
 
@@ -109,6 +114,7 @@ impl Namespace {
         std::thread::Builder::new()
             .name("metadata-flush".to_owned())
             .spawn(move || {
+                let mut last_count = 0;
                 for tick in 1u64.. {
                     std::thread::sleep(PENDING_METADATA_DELAY / 4);
                     let Some(namespace) = weak.upgrade() else {
@@ -120,6 +126,15 @@ impl Namespace {
                         let pruned = namespace.table().prune_unreferenced(Instant::now());
                         if pruned > 0 {
                             debug!("forgot {pruned} listed names nobody looked up");
+                        }
+                        let let_go = namespace.let_go_of_idle();
+                        if let_go > 0 {
+                            debug!("asked the kernel to drop {let_go} idle names");
+                        }
+                        let count = namespace.inode_count();
+                        if count != last_count {
+                            debug!("{count} inodes in the table");
+                            last_count = count;
                         }
                     }
                 }

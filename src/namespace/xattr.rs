@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
+use super::acl;
 use super::*;
 use crate::s3::ObjectHeaders;
 
@@ -28,7 +29,7 @@ const ENCODED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-type Xattrs = BTreeMap<String, Vec<u8>>;
+pub(super) type Xattrs = BTreeMap<String, Vec<u8>>;
 
 /// Reads the header's value; pairs that do not parse are skipped (another tool wrote them).
 fn decode(header: &str) -> Xattrs {
@@ -56,6 +57,35 @@ fn encode(xattrs: &Xattrs) -> Option<String> {
         .collect();
     let text = format!("{{{}}}", pairs.join(","));
     Some(utf8_percent_encode(&text, ENCODED).to_string())
+}
+
+/// XATTR_CREATE on a name that exists is EEXIST, XATTR_REPLACE on one that does not
+/// ENODATA.
+pub(super) fn check_flags(xattrs: &Xattrs, name: &str, flags: i32) -> FsResult<()> {
+    let exists = xattrs.contains_key(name);
+    if flags & libc::XATTR_CREATE != 0 && exists {
+        return Err(libc::EEXIST.into());
+    }
+    if flags & libc::XATTR_REPLACE != 0 && !exists {
+        return Err(libc::ENODATA.into());
+    }
+    Ok(())
+}
+
+/// The headers carrying `xattrs` alone (for a new object), or None when empty.
+pub(super) fn headers_with(xattrs: &Xattrs) -> Option<ObjectHeaders> {
+    let mut headers = ObjectHeaders::default();
+    headers.metadata.insert(HEADER.to_owned(), encode(xattrs)?);
+    Some(headers)
+}
+
+/// The attributes `headers` carry.
+pub(super) fn decoded(headers: &ObjectHeaders) -> Xattrs {
+    headers
+        .metadata
+        .get(HEADER)
+        .map(|header| decode(header))
+        .unwrap_or_default()
 }
 
 fn name_of(name: &std::ffi::OsStr) -> FsResult<&str> {
@@ -96,14 +126,11 @@ impl Namespace {
     ) -> FsResult<()> {
         self.check_writable()?;
         let name = name_of(name)?;
+        if name == acl::ACCESS || name == acl::DEFAULT {
+            return self.set_acl(ino, name, value, flags);
+        }
         let mut xattrs = self.xattrs_of(ino)?;
-        let exists = xattrs.contains_key(name);
-        if flags & libc::XATTR_CREATE != 0 && exists {
-            return Err(libc::EEXIST.into());
-        }
-        if flags & libc::XATTR_REPLACE != 0 && !exists {
-            return Err(libc::ENODATA.into());
-        }
+        check_flags(&xattrs, name, flags)?;
         xattrs.insert(name.to_owned(), value.to_vec());
         self.store_xattrs(ino, &xattrs)
     }
@@ -119,21 +146,16 @@ impl Namespace {
     }
 
     /// The attributes the object carries, its headers fetched first when not known.
-    fn xattrs_of(&self, ino: u64) -> FsResult<Xattrs> {
+    pub(super) fn xattrs_of(&self, ino: u64) -> FsResult<Xattrs> {
         self.getattr(ino)?;
         let table = self.table();
         let inode = table.get(ino).ok_or(libc::ENOENT)?;
-        Ok(inode
-            .foreign
-            .as_ref()
-            .and_then(|f| f.metadata.get(HEADER))
-            .map(|header| decode(header))
-            .unwrap_or_default())
+        Ok(inode.foreign.as_deref().map(decoded).unwrap_or_default())
     }
 
     /// Records the new set: with an upload in progress it rides along, otherwise the
     /// change is held like chmod's.
-    fn store_xattrs(&self, ino: u64, xattrs: &Xattrs) -> FsResult<()> {
+    pub(super) fn store_xattrs(&self, ino: u64, xattrs: &Xattrs) -> FsResult<()> {
         if ino == super::inode::ROOT_INO {
             // The mount's root has no object of its own to carry them.
             return Err(FsError::new(

@@ -9,14 +9,14 @@ fn mknod_of_a_regular_file_makes_an_empty_object_and_refuses_a_taken_name() {
     let fx = Fixture::new();
     let attributes = fx
         .ns
-        .mknod_file(ROOT, OsStr::new("node"), 0o640, 0, 0, me())
+        .mknod_file(ROOT, OsStr::new("node"), (0o640, 0), 0, 0, me())
         .expect("mknod");
     assert_eq!(attributes.size, 0);
     assert_eq!(attributes.perm, 0o640);
     assert_eq!(fx.body("node").unwrap(), b"");
     let again = fx
         .ns
-        .mknod_file(ROOT, OsStr::new("node"), 0o640, 0, 0, me());
+        .mknod_file(ROOT, OsStr::new("node"), (0o640, 0), 0, 0, me());
     assert_eq!(again.errno(), Some(libc::EEXIST));
 }
 
@@ -93,7 +93,9 @@ fn a_writer_without_cap_fsetid_clears_setuid_and_setgid_with_group_execute() {
 fn a_name_over_255_bytes_is_enametoolong_and_255_is_fine() {
     let fx = Fixture::new();
     let long = "n".repeat(256);
-    let created = fx.ns.create(ROOT, OsStr::new(&long), 0o644, 0, 0, me());
+    let created = fx
+        .ns
+        .create(ROOT, OsStr::new(&long), (0o644, 0), 0, 0, me());
     assert_eq!(created.errno(), Some(libc::ENAMETOOLONG));
     fx.put(&"n".repeat(255), b"x");
 }

@@ -144,7 +144,7 @@ fn a_read_only_mount_refuses_create_with_erofs() {
         read_only: true,
         ..Options::default()
     });
-    let created = fx.ns.create(ROOT, OsStr::new("f"), 0o644, 0, 0, me());
+    let created = fx.ns.create(ROOT, OsStr::new("f"), (0o644, 0), 0, 0, me());
     assert_eq!(created.errno(), Some(libc::EROFS));
 }
 

@@ -59,7 +59,9 @@ fn short_ttl() -> Options {
 #[test]
 fn a_listing_taken_before_a_new_directory_landed_does_not_hide_it() {
     let fx = Fixture::with(short_ttl());
-    fx.ns.mkdir(ROOT, OsStr::new("sub"), 0o755, 0, 0).unwrap();
+    fx.ns
+        .mkdir(ROOT, OsStr::new("sub"), (0o755, 0), 0, 0)
+        .unwrap();
     let slow = SlowListing::on(&fx);
     let lister = slow.list_root(&fx);
     fx.ns.apply_pending_metadata(Duration::ZERO);

@@ -118,7 +118,7 @@ impl Fixture {
     pub(super) fn create(&self, name: &str) -> (u64, u64) {
         let (attributes, fh) = self
             .ns
-            .create(ROOT, OsStr::new(name), 0o644, 0, 0, me())
+            .create(ROOT, OsStr::new(name), (0o644, 0), 0, 0, me())
             .expect("create");
         (attributes.ino, fh)
     }

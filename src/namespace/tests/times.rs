@@ -56,3 +56,45 @@ fn a_rename_changes_ctime_in_its_one_copy() {
     let ctime = crate::namespace::metadata::parse_seconds(&stored["ctime"]).unwrap();
     assert!(ctime > before.ctime && ctime <= SystemTime::now());
 }
+
+#[test]
+fn making_and_removing_names_moves_the_directorys_mtime_and_ctime_past_a_refresh() {
+    let fx = Fixture::with(Options {
+        attr_ttl: Duration::from_millis(30),
+        ..Options::default()
+    });
+    let dir = fx
+        .ns
+        .mkdir(ROOT, OsStr::new("d"), (0o755, 0), me(), me())
+        .unwrap();
+    fx.ns.sync_namespace_changes();
+    let mut last = fx.ns.getattr(dir.ino).unwrap();
+    let steps: [(&str, &dyn Fn() -> FsResult<()>); 4] = [
+        ("create", &|| {
+            let (_, fh) = fx
+                .ns
+                .create(dir.ino, OsStr::new("f"), (0o644, 0), me(), me(), me())?;
+            fx.close(fh)
+        }),
+        ("rename within", &|| {
+            fx.ns
+                .rename(dir.ino, OsStr::new("f"), dir.ino, OsStr::new("g"), false)
+        }),
+        ("unlink", &|| fx.ns.unlink(dir.ino, OsStr::new("g"))),
+        ("mkdir", &|| {
+            fx.ns
+                .mkdir(dir.ino, OsStr::new("e"), (0o755, 0), me(), me())
+                .map(|_| ())
+        }),
+    ];
+    for (step, run) in steps {
+        std::thread::sleep(Duration::from_millis(40));
+        run().unwrap();
+        // Past the attribute TTL: the marker is asked again and must not undo it.
+        std::thread::sleep(Duration::from_millis(40));
+        let now = fx.ns.lookup(ROOT, OsStr::new("d")).unwrap();
+        assert!(now.mtime > last.mtime, "{step}: mtime did not move");
+        assert!(now.ctime > last.ctime, "{step}: ctime did not move");
+        last = now;
+    }
+}

@@ -58,7 +58,7 @@ fn a_chmod_after_a_multipart_upload_was_created_is_applied_by_one_copy_at_comple
 fn mkdir_writes_a_marker_and_rmdir_removes_it() {
     let fx = Fixture::new();
     fx.ns
-        .mkdir(ROOT, OsStr::new("dir"), 0o755, 0, 0)
+        .mkdir(ROOT, OsStr::new("dir"), (0o755, 0), 0, 0)
         .expect("mkdir");
     fx.ns.sync_namespace_changes();
     assert!(

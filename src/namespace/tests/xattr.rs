@@ -113,3 +113,137 @@ fn an_attribute_on_the_mount_root_is_refused_not_kept_only_in_memory() {
         Some(libc::EOPNOTSUPP)
     );
 }
+
+/// Linux's xattr form of an ACL: version 2, then (tag, perm, id) entries.
+fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut value = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        value.extend_from_slice(&tag.to_le_bytes());
+        value.extend_from_slice(&perm.to_le_bytes());
+        value.extend_from_slice(&id.to_le_bytes());
+    }
+    value
+}
+
+const ANY: u32 = u32::MAX;
+/// user::rw- user:1000:rwx group::r-- mask::rwx other::---
+fn named_user_acl() -> Vec<u8> {
+    acl(&[
+        (0x01, 6, ANY),
+        (0x02, 7, 1000),
+        (0x04, 4, ANY),
+        (0x10, 7, ANY),
+        (0x20, 0, ANY),
+    ])
+}
+
+#[test]
+fn an_access_acl_sets_the_mode_and_a_chmod_rewrites_its_mask_both_surviving_a_remount() {
+    let fx = Fixture::new();
+    let ino = fx.put("f", b"data");
+    set(&fx, ino, "system.posix_acl_access", &named_user_acl()).unwrap();
+    assert_eq!(
+        fx.ns.getattr(ino).unwrap().perm,
+        0o670,
+        "the mask is the group bits"
+    );
+    fx.chmod(ino, 0o640).unwrap();
+    let stored = fx
+        .ns
+        .getxattr(ino, OsStr::new("system.posix_acl_access"))
+        .unwrap();
+    let mask = acl(&[(0x10, 4, ANY)]);
+    assert!(
+        stored.windows(8).any(|e| e == &mask[4..]),
+        "mask::r-- after chmod 640"
+    );
+    assert!(
+        stored
+            .windows(8)
+            .any(|e| e == &acl(&[(0x02, 7, 1000)])[4..])
+    );
+    fx.ns.apply_pending_metadata(Duration::ZERO);
+    let again = Fixture::on(Arc::clone(&fx.store), Options::default());
+    let ino = again.ns.lookup(ROOT, OsStr::new("f")).unwrap().ino;
+    assert_eq!(again.ns.getattr(ino).unwrap().perm, 0o640);
+    assert_eq!(
+        again
+            .ns
+            .getxattr(ino, OsStr::new("system.posix_acl_access"))
+            .unwrap(),
+        stored
+    );
+}
+
+#[test]
+fn an_access_acl_the_mode_can_say_is_a_chmod_and_not_stored() {
+    let fx = Fixture::new();
+    let ino = fx.put("f", b"data");
+    let minimal = acl(&[(0x01, 6, ANY), (0x04, 0, ANY), (0x20, 0, ANY)]);
+    set(&fx, ino, "system.posix_acl_access", &minimal).unwrap();
+    assert_eq!(fx.ns.getattr(ino).unwrap().perm, 0o600);
+    assert_eq!(
+        fx.ns
+            .getxattr(ino, OsStr::new("system.posix_acl_access"))
+            .errno(),
+        Some(libc::ENODATA)
+    );
+}
+
+#[test]
+fn a_new_name_inherits_the_directorys_default_acl_instead_of_the_umask() {
+    let fx = Fixture::new();
+    let dir = fx
+        .ns
+        .mkdir(ROOT, OsStr::new("d"), (0o755, 0), me(), me())
+        .unwrap();
+    set(&fx, dir.ino, "system.posix_acl_default", &named_user_acl()).unwrap();
+    let (file, fh) = fx
+        .ns
+        .create(dir.ino, OsStr::new("f"), (0o666, 0o022), me(), me(), me())
+        .unwrap();
+    fx.close(fh).unwrap();
+    // Each class keeps what both the default ACL and the mode allow; no umask.
+    assert_eq!(file.perm, 0o660);
+    let inherited = fx
+        .ns
+        .getxattr(file.ino, OsStr::new("system.posix_acl_access"));
+    assert!(
+        inherited
+            .unwrap()
+            .windows(8)
+            .any(|e| e == &acl(&[(0x02, 7, 1000)])[4..])
+    );
+    let stored = fx.store.object("d/f").unwrap().headers.metadata;
+    assert!(
+        stored.contains_key("xattr"),
+        "the ACL went up with the object"
+    );
+    let sub = fx
+        .ns
+        .mkdir(dir.ino, OsStr::new("e"), (0o777, 0o022), me(), me())
+        .unwrap();
+    assert_eq!(
+        fx.ns
+            .getxattr(sub.ino, OsStr::new("system.posix_acl_default"))
+            .unwrap(),
+        named_user_acl()
+    );
+    // Without a default ACL the umask applies as ever.
+    let (plain, fh) = fx
+        .ns
+        .create(ROOT, OsStr::new("g"), (0o666, 0o022), me(), me(), me())
+        .unwrap();
+    fx.close(fh).unwrap();
+    assert_eq!(plain.perm, 0o644);
+}
+
+#[test]
+fn a_default_acl_on_a_file_is_eacces_and_a_malformed_acl_einval() {
+    let fx = Fixture::new();
+    let ino = fx.put("f", b"data");
+    let default = set(&fx, ino, "system.posix_acl_default", &named_user_acl());
+    assert_eq!(default.errno(), Some(libc::EACCES));
+    let malformed = set(&fx, ino, "system.posix_acl_access", &[2, 0, 0, 0, 1]);
+    assert_eq!(malformed.errno(), Some(libc::EINVAL));
+}
