@@ -62,15 +62,6 @@ const SHORT_RUN: &[&str] = &[
 /// every case run on a FIFO, socket or device node fails (see [`is_refused_file_type`]), and
 /// every `enametoolong_path` case (see [`is_name_length_case`]).
 const KNOWN_GAPS: &[&str] = &[
-    // A directory's mtime and ctime do not change when an entry is added or removed.
-    "mkdir::changed_time_fields_success",
-    "open::changed_time_fields_success",
-    "rmdir::changed_time_parent_success",
-    "symlink::changed_parent_time_success",
-    "unlink::update_mtime_ctime_success_folder::regular",
-    "unlink::update_mtime_ctime_success_folder::symlink",
-    // rename does not change a directory's ctime.
-    "rename::changed_ctime_success::dir",
     // A directory's link count is always 2 (subdirectories are not counted).
     "rename::updates_link_parent",
     // Hard links are refused (EPERM): S3 has no way to share one object under two keys.

@@ -77,6 +77,10 @@ impl Namespace {
         };
         let mut table = self.table();
         table.rename(source.ino, new_parent, &new_name, target_path);
+        if let Some(moved) = table.get_mut(source.ino) {
+            // A rename changes the inode (a file's copy already carries it).
+            moved.metadata.ctime = Some(SystemTime::now());
+        }
         table.entries_changed(parent);
         table.entries_changed(new_parent);
         Ok(())
