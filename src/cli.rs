@@ -44,6 +44,20 @@ enum Command {
     Cleanup(CleanupArgs),
     /// Install a bucket lifecycle rule that makes S3 abort incomplete multipart uploads itself.
     Lifecycle(LifecycleArgs),
+    /// Show what this user's mounts (or the one at MOUNTPOINT) are uploading.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    #[arg(value_name = "MOUNTPOINT")]
+    mountpoint: Option<PathBuf>,
+    /// Print the status as JSON (an array, one object per mount).
+    #[arg(long)]
+    json: bool,
+    /// Redraw live progress bars until the mounts go away (or Ctrl-C).
+    #[arg(long, conflicts_with = "json")]
+    watch: bool,
 }
 
 /// Where the bucket is and how to sign in; shared by every subcommand.
@@ -173,6 +187,9 @@ struct MountArgs {
     /// error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9100): GET /metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
     /// Options in fstab form: -o endpoint_url=URL,allow_other,part_size=16MiB
     #[arg(short = 'o', value_name = "opt[,opt...]")]
     options: Vec<String>,
@@ -271,6 +288,9 @@ fn apply_options(args: &mut MountArgs) -> Result<(), String> {
                 args.max_concurrency = args.max_concurrency.or(Some(count));
             }
             "log_level" => args.log_level = args.log_level.take().or(Some(need(value)?)),
+            "metrics_addr" => {
+                args.metrics_addr = args.metrics_addr.take().or(Some(need(value)?));
+            }
             "local" => args.local = args.local.take().or(Some(PathBuf::from(need(value)?))),
             "force_path_style" => args.connection.force_path_style = true,
             "foreground" => args.foreground = true,
@@ -377,6 +397,12 @@ fn resolve(mut args: MountArgs) -> Result<MountConfig, String> {
         max_concurrency,
         max_memory,
         log_level,
+        metrics_addr: match args.metrics_addr.as_deref() {
+            Some(text) => Some(text.parse().map_err(|_| {
+                format!("--metrics-addr: '{text}' is not an address like 127.0.0.1:9100")
+            })?),
+            None => None,
+        },
     })
 }
 
@@ -401,7 +427,7 @@ fn as_mount_helper(args: Vec<std::ffi::OsString>) -> Option<Vec<std::ffi::OsStri
         .is_some_and(|name| name.to_string_lossy().starts_with("mount."));
     let first = args.get(1).map(|arg| arg.to_string_lossy().into_owned());
     let subcommand = first.as_deref().is_some_and(|arg| {
-        arg.starts_with('-') || ["mount", "cleanup", "lifecycle", "help"].contains(&arg)
+        arg.starts_with('-') || ["mount", "cleanup", "lifecycle", "status", "help"].contains(&arg)
     });
     if !called_as_helper && (subcommand || first.is_none()) {
         return Some(args);
@@ -450,6 +476,11 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Cleanup(args) => report(run_cleanup(&args)),
         Command::Lifecycle(args) => report(run_lifecycle(&args)),
+        Command::Status(args) => report(crate::status::client::run(
+            args.mountpoint.as_deref(),
+            args.json,
+            args.watch,
+        )),
         Command::Mount(args) => match resolve(*args) {
             Ok(config) => match crate::daemon::run(config) {
                 Ok(()) => 0,

@@ -31,6 +31,8 @@ pub(crate) struct MountConfig {
     pub(crate) max_concurrency: usize,
     pub(crate) max_memory: u64,
     pub(crate) log_level: log::LevelFilter,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     /// Multipart uploads under the prefix older than this are aborted at mount.
     pub(crate) sweep_orphans_after: Option<std::time::Duration>,
     pub(crate) retry_budget: std::time::Duration,

@@ -279,6 +279,7 @@ pub(crate) fn run(config: MountConfig) -> Result<(), String> {
         runtime,
         local,
         namespace,
+        label,
         ..
     } = match prepared {
         Ok(prepared) => prepared,
@@ -293,6 +294,19 @@ pub(crate) fn run(config: MountConfig) -> Result<(), String> {
     namespace.set_invalidator(Box::new(move |parent, name| {
         notifier.inval_entry(fuser::INodeNo(parent), name)
     }));
+    let reporter = status_reporter(&config, &namespace, label);
+    // Kept until the session ends: dropping it removes the socket.
+    let _status_socket = match crate::status::server::StatusSocket::start(Arc::clone(&reporter)) {
+        Ok(socket) => Some(socket),
+        Err(e) => {
+            warn!("no status socket ({e}): `s3upfs status` will not see this mount");
+            None
+        }
+    };
+    if let Some(addr) = config.metrics_addr {
+        crate::status::server::serve_metrics(addr, reporter)?;
+        info!("Prometheus metrics on http://{addr}/metrics");
+    }
     info!("mounted on {}", config.mountpoint.display());
     let mountpoint = config.mountpoint.clone();
     runtime.spawn(async move {
@@ -305,6 +319,25 @@ pub(crate) fn run(config: MountConfig) -> Result<(), String> {
     runtime.shutdown_timeout(Duration::from_secs(5));
     info!("exited");
     result
+}
+
+/// What `s3upfs status` and the metrics endpoint are answered with.
+fn status_reporter(
+    config: &MountConfig,
+    namespace: &Arc<Namespace>,
+    label: String,
+) -> crate::status::server::Reporter {
+    let mountpoint = std::path::absolute(&config.mountpoint)
+        .unwrap_or_else(|_| config.mountpoint.clone())
+        .to_string_lossy()
+        .into_owned();
+    let namespace = Arc::clone(namespace);
+    Arc::new(move || crate::status::Report {
+        mountpoint: mountpoint.clone(),
+        source: label.clone(),
+        pid: std::process::id(),
+        status: namespace.status(),
+    })
 }
 
 /// The kernel's id of the FUSE connection serving `mountpoint` (its device minor), read

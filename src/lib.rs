@@ -29,4 +29,5 @@ mod namespace;
 mod read;
 mod s3;
 mod size;
+mod status;
 mod upload;

@@ -22,35 +22,13 @@ use std::time::{Duration, Instant};
 
 use common::fault_proxy::{Fault, FaultProxy, Op, Record, Refusal, Rule, When};
 use common::{
-    Mount, RandomReader, S3Server, close_checked, make_temp_dir, random_bytes, write_random_file,
+    Mount, RandomReader, S3Server, close_checked, make_temp_dir, random_bytes, via_proxy,
+    write_random_file,
 };
-use tempfile::TempDir;
 
 const MIB: usize = 1 << 20;
 /// s3upfs's default `--part-size`.
 const PART: usize = 8 * MIB;
-
-/// An `S3Server` that describes Garage's bucket and credentials but the proxy's endpoint, for
-/// `Mount` (which passes `--endpoint-url` itself; a second one is refused by clap). The temp
-/// dir holds the env file and must outlive the returned value's use.
-fn via_proxy(server: &S3Server, proxy: &FaultProxy) -> (S3Server, TempDir) {
-    let dir = make_temp_dir("s3upfs-proxy-env-");
-    let path = dir.path().join("proxy.env");
-    fs::write(
-        &path,
-        format!(
-            "S3UPFS_ENDPOINT={}\nS3UPFS_BUCKET={}\nAWS_ACCESS_KEY_ID={}\n\
-             AWS_SECRET_ACCESS_KEY={}\nAWS_REGION={}\n",
-            proxy.endpoint(),
-            server.bucket(),
-            server.access_key(),
-            server.secret_key(),
-            server.region()
-        ),
-    )
-    .expect("writing the proxy env file");
-    (S3Server::local_from_env_file(&path), dir)
-}
 
 fn parts_of(size: usize) -> usize {
     size.div_ceil(PART).max(1)

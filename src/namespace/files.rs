@@ -60,6 +60,8 @@ pub(crate) struct ActiveWrite {
     /// A close or fsync has returned the upload's failure to a program (audit H4: a
     /// failure nobody was told goes to the next open of the file).
     pub(super) reported: std::sync::atomic::AtomicBool,
+    /// The upload's counters, read by `status` without the writer's lock.
+    pub(super) progress: Arc<crate::upload::progress::FileProgress>,
 }
 
 impl ActiveWrite {
@@ -119,8 +121,10 @@ impl Namespace {
 
     /// A new upload for an open file; the opening process's close completes it.
     fn start_write(&self, key: String, headers: ObjectHeaders, pid: u32) -> Arc<ActiveWrite> {
+        let writer = ObjectWriter::new(Arc::clone(&self.uploads), key, headers);
         Arc::new(ActiveWrite {
-            writer: Mutex::new(ObjectWriter::new(Arc::clone(&self.uploads), key, headers)),
+            progress: writer.progress(),
+            writer: Mutex::new(writer),
             size: AtomicU64::new(0),
             opener_tgid: thread_group_of(pid),
             reported: std::sync::atomic::AtomicBool::new(false),

@@ -35,6 +35,7 @@ mod inode;
 mod lookup;
 mod metadata;
 mod paths;
+mod progress;
 mod rename;
 #[cfg(test)]
 mod tests;
@@ -56,6 +57,7 @@ pub(crate) use inode::Kind;
 use inode::{Inode, InodeTable, ROOT_INO};
 
 pub(crate) use error::{FsError, FsResult};
+pub(crate) use progress::MountStatus;
 
 const S_IFMT: u32 = libc::S_IFMT;
 const S_IFREG: u32 = libc::S_IFREG;

@@ -145,8 +145,8 @@ impl MemoryBudget {
         })
     }
 
-    #[cfg(test)]
-    fn reserved(&self) -> u64 {
+    /// Bytes reserved now (part buffers filling, queued or in flight).
+    pub(crate) fn reserved(&self) -> u64 {
         self.usage().reserved
     }
 

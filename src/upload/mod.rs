@@ -20,6 +20,7 @@ pub(crate) mod budget;
 pub(crate) mod buffers;
 mod error;
 pub(crate) mod pool;
+pub(crate) mod progress;
 pub(crate) mod schedule;
 pub(crate) mod writer;
 
@@ -40,6 +41,8 @@ pub(crate) struct UploadContext {
     pub(crate) schedule: PartSchedule,
     /// How long one part (or small object) keeps being retried before the upload fails.
     pub(crate) retry_budget: Duration,
+    /// What the mount uploaded, retried and failed since it was mounted.
+    pub(crate) totals: Arc<progress::MountTotals>,
 }
 
 impl UploadContext {
@@ -50,10 +53,17 @@ impl UploadContext {
         concurrency: usize,
         retry_budget: Duration,
     ) -> std::io::Result<Arc<Self>> {
-        let pool = UploadPool::start(Arc::clone(&store), concurrency, retry_budget)?;
+        let totals = Arc::new(progress::MountTotals::default());
+        let pool = UploadPool::start(
+            Arc::clone(&store),
+            concurrency,
+            retry_budget,
+            Arc::clone(&totals),
+        )?;
         Ok(Arc::new(Self {
             store,
             pool,
+            totals,
             budget: MemoryBudget::new(memory_budget),
             schedule,
             retry_budget,

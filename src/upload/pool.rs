@@ -16,6 +16,7 @@ use log::{debug, error, info, warn};
 
 use super::budget::Reservation;
 use super::buffers::BufferPool;
+use super::progress::{FileProgress, MountTotals};
 use super::{UploadError, upload_error};
 use crate::s3::{ObjectHeaders, ObjectStore, UploadedPart, crc32c_base64};
 
@@ -41,10 +42,16 @@ pub(crate) struct MultipartUpload {
     creating: Mutex<()>,
     progress: Mutex<Progress>,
     changed: Condvar,
+    /// The file's counters for `status` (the writer's).
+    reported: Arc<FileProgress>,
 }
 
 impl MultipartUpload {
-    pub(crate) fn new(key: String, headers: ObjectHeaders) -> Arc<Self> {
+    pub(crate) fn new(
+        key: String,
+        headers: ObjectHeaders,
+        reported: Arc<FileProgress>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             key,
             headers,
@@ -52,6 +59,7 @@ impl MultipartUpload {
             creating: Mutex::new(()),
             progress: Mutex::new(Progress::default()),
             changed: Condvar::new(),
+            reported,
         })
     }
 
@@ -62,8 +70,9 @@ impl MultipartUpload {
         headers: ObjectHeaders,
         upload_id: String,
         finished: Vec<UploadedPart>,
+        reported: Arc<FileProgress>,
     ) -> Arc<Self> {
-        let upload = Self::new(key, headers);
+        let upload = Self::new(key, headers, reported);
         *upload
             .upload_id
             .lock()
@@ -77,6 +86,10 @@ impl MultipartUpload {
 
     pub(crate) fn headers(&self) -> &ObjectHeaders {
         &self.headers
+    }
+
+    pub(crate) fn reported(&self) -> &Arc<FileProgress> {
+        &self.reported
     }
 
     fn progress(&self) -> MutexGuard<'_, Progress> {
@@ -192,6 +205,7 @@ impl MultipartUpload {
 
     fn part_started(&self) {
         self.progress().in_flight += 1;
+        self.reported.part_sent();
     }
 
     /// Records a finished part; true when it was the last part in flight of an
@@ -224,6 +238,8 @@ pub(crate) struct Aborter {
     store: Arc<dyn ObjectStore>,
     retry: Sender<(String, String)>,
     retry_budget: Duration,
+    /// The mount's counters, for what the workers send and retry.
+    totals: Arc<MountTotals>,
 }
 
 /// How often and how long an abort that failed is tried again.
@@ -327,6 +343,7 @@ impl UploadPool {
         store: Arc<dyn ObjectStore>,
         workers: usize,
         retry_budget: Duration,
+        totals: Arc<MountTotals>,
     ) -> std::io::Result<Self> {
         let (sender, receiver) = crossbeam_channel::unbounded::<PartJob>();
         let (retry_sender, retry_receiver) = crossbeam_channel::unbounded();
@@ -342,6 +359,7 @@ impl UploadPool {
             store: Arc::clone(&store),
             retry: retry_sender,
             retry_budget,
+            totals,
         };
         let mut handles = Vec::with_capacity(workers + 1);
         for index in 0..workers.max(1) {
@@ -442,6 +460,7 @@ impl UploadPool {
             ));
             // No worker is left to repeat an abort: the shutdown aborts what is open.
             let _ = job.upload.part_finished(None);
+            job.upload.reported.part_done(None, false);
             self.backlog.finished_one();
         }
     }
@@ -478,7 +497,12 @@ fn run_worker(
 ) {
     for job in jobs.iter() {
         let upload = Arc::clone(&job.upload);
-        let part = upload_one(aborter, &job);
+        let (part, retried) = upload_one(aborter, &job);
+        let bytes = part.as_ref().map(|_| job.data.len() as u64);
+        if let Some(bytes) = bytes {
+            aborter.totals.uploaded(bytes);
+        }
+        upload.reported.part_done(bytes, retried);
         // The buffer goes back before the reservation does, so a writer woken by the
         // freed memory finds it waiting.
         let PartJob {
@@ -494,13 +518,14 @@ fn run_worker(
 }
 
 /// Uploads one part (the SDK retries transient errors with backoff); on final failure
-/// fails and aborts the whole upload.
-fn upload_one(aborter: &Aborter, job: &PartJob) -> Option<UploadedPart> {
+/// fails and aborts the whole upload. Also says whether it was tried more than once.
+fn upload_one(aborter: &Aborter, job: &PartJob) -> (Option<UploadedPart>, bool) {
     let store = &aborter.store;
     let upload = &job.upload;
     if upload.failure().is_some() {
-        return None;
+        return (None, false);
     }
+    let mut attempts = 0u32;
     let result = upload
         .ensure_created(store.as_ref(), aborter.retry_budget)
         .and_then(|upload_id| {
@@ -508,6 +533,11 @@ fn upload_one(aborter: &Aborter, job: &PartJob) -> Option<UploadedPart> {
             crate::s3::retry_within(
                 aborter.retry_budget,
                 || {
+                    attempts += 1;
+                    if attempts > 1 {
+                        upload.reported.part_retried(attempts == 2);
+                        aborter.totals.retried();
+                    }
                     store.upload_part(
                         &upload.key,
                         &upload_id,
@@ -525,7 +555,8 @@ fn upload_one(aborter: &Aborter, job: &PartJob) -> Option<UploadedPart> {
             })
             .map_err(UploadError::from)
         });
-    match result {
+    let retried = attempts > 1;
+    let part = match result {
         Ok(part) => {
             debug!(
                 "uploaded part {} of {:?} ({} bytes)",
@@ -538,7 +569,7 @@ fn upload_one(aborter: &Aborter, job: &PartJob) -> Option<UploadedPart> {
         Err(reason) => {
             if upload.failure().is_some() {
                 // Another part failed first and aborted the upload already.
-                return None;
+                return (None, retried);
             }
             let reason = reason.context(&format!("part {} failed", job.part_number));
             error!("upload of {:?} failed: {reason}; aborting it", upload.key);
@@ -546,5 +577,6 @@ fn upload_one(aborter: &Aborter, job: &PartJob) -> Option<UploadedPart> {
             upload.abort(aborter);
             None
         }
-    }
+    };
+    (part, retried)
 }

@@ -1989,3 +1989,28 @@ pub fn close_checked(file: fs::File) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// An `S3Server` that describes Garage's bucket and credentials but the proxy's endpoint, for
+/// `Mount` (which passes `--endpoint-url` itself; a second one is refused by clap). The temp
+/// dir holds the env file and must outlive the returned value's use.
+pub fn via_proxy(
+    server: &S3Server,
+    proxy: &fault_proxy::FaultProxy,
+) -> (S3Server, tempfile::TempDir) {
+    let dir = make_temp_dir("s3upfs-proxy-env-");
+    let path = dir.path().join("proxy.env");
+    fs::write(
+        &path,
+        format!(
+            "S3UPFS_ENDPOINT={}\nS3UPFS_BUCKET={}\nAWS_ACCESS_KEY_ID={}\n\
+             AWS_SECRET_ACCESS_KEY={}\nAWS_REGION={}\n",
+            proxy.endpoint(),
+            server.bucket(),
+            server.access_key(),
+            server.secret_key(),
+            server.region()
+        ),
+    )
+    .expect("writing the proxy env file");
+    (S3Server::local_from_env_file(&path), dir)
+}

@@ -28,6 +28,7 @@ impl ObjectWriter {
         };
         let size = parts.size;
         let started = parts.started;
+        self.progress.set_state(FileState::Completing);
         let result = match parts.upload.clone() {
             None => self.put_single(parts),
             Some(upload) => self.complete_multipart(parts, &upload),
@@ -41,10 +42,13 @@ impl ObjectWriter {
                     size as f64 / (1 << 20) as f64 / seconds.max(1e-6)
                 );
                 self.state = State::Completed { size };
+                self.progress.set_state(FileState::Completed);
+                self.context.totals.object_completed();
                 Ok(())
             }
             Err(reason) => {
                 error!("upload of {:?} failed and was aborted: {reason}", self.key);
+                self.report_failure(&reason);
                 self.state = State::Failed(reason.clone());
                 Err(reason)
             }
@@ -77,6 +81,9 @@ impl ObjectWriter {
                 self.remove_object()
             ));
         }
+        self.progress.part_sent();
+        self.progress.part_done(Some(body.len() as u64), false);
+        self.context.totals.uploaded(body.len() as u64);
         Ok(1)
     }
 
@@ -232,8 +239,17 @@ impl ObjectWriter {
         true
     }
 
+    /// Counts a failure for `status`: the file's, and the mount's recent failures.
+    pub(super) fn report_failure(&self, reason: &UploadError) {
+        self.progress.failed(&reason.to_string());
+        self.context.totals.failed(&self.key, &reason.to_string());
+    }
+
     pub(super) fn stop(&mut self, why: &str, next: State) {
         self.spare = None;
+        if let State::Failed(reason) = &next {
+            self.report_failure(reason);
+        }
         if let State::Writing(parts) = std::mem::replace(&mut self.state, next)
             && let Some(upload) = parts.upload
         {

@@ -12,6 +12,7 @@ mod moves;
 
 use super::budget::Reservation;
 use super::pool::MultipartUpload;
+use super::progress::{FileProgress, FileState};
 use super::{UploadContext, UploadError, upload_error};
 use crate::s3::ObjectHeaders;
 
@@ -114,6 +115,8 @@ pub(crate) struct ObjectWriter {
     spare: Option<Reservation>,
     /// What the last refused `ensure_buffer` was missing.
     need: Need,
+    /// This file's counters for `status`.
+    progress: Arc<FileProgress>,
 }
 
 enum Source<'a> {
@@ -139,7 +142,13 @@ impl ObjectWriter {
             state: State::Writing(Parts::empty()),
             spare: None,
             need: Need::Room,
+            progress: Arc::default(),
         }
+    }
+
+    /// This file's counters (read by `status` without taking the writer's lock).
+    pub(crate) fn progress(&self) -> Arc<FileProgress> {
+        Arc::clone(&self.progress)
     }
 
     /// Memory a caller reserved while waiting on this writer's behalf; used by the
@@ -354,6 +363,7 @@ impl ObjectWriter {
         let context = Arc::clone(&self.context);
         let key = self.key.clone();
         let headers = self.headers.clone();
+        let progress = Arc::clone(&self.progress);
         let spare = self.spare.take();
         let State::Writing(parts) = &mut self.state else {
             return Err(WriteError::Completed);
@@ -374,7 +384,7 @@ impl ObjectWriter {
             parts.filling = full.number + 1;
             let upload = parts
                 .upload
-                .get_or_insert_with(|| MultipartUpload::new(key, headers));
+                .get_or_insert_with(|| MultipartUpload::new(key, headers, progress));
             if full.number == 1 {
                 parts.retained_first = Some(full);
             } else {

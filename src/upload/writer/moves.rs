@@ -7,6 +7,7 @@ use log::{error, info, warn};
 
 use super::*;
 use crate::s3::UploadedPart;
+use crate::upload::progress::FileProgress;
 
 impl ObjectWriter {
     /// Rename of a file whose multipart upload has started (audit M1: POSIX, the writer
@@ -69,7 +70,15 @@ fn move_parts(
         || false,
     )
     .map_err(UploadError::from)?;
-    copy_into_new_upload(context, &uploaded, old_key, new_key, headers).inspect_err(|_| {
+    copy_into_new_upload(
+        context,
+        &uploaded,
+        old_key,
+        new_key,
+        headers,
+        upload.reported(),
+    )
+    .inspect_err(|_| {
         // Only a prefix of the file is under the old key: it must not stay visible.
         if let Err(e) = store.delete_object(old_key) {
             warn!("could not remove the partial object {old_key:?} ({e}): delete it by hand");
@@ -85,6 +94,7 @@ fn copy_into_new_upload(
     old_key: &str,
     new_key: &str,
     headers: &ObjectHeaders,
+    reported: &Arc<FileProgress>,
 ) -> Result<Arc<MultipartUpload>, UploadError> {
     let store = &context.store;
     let budget = context.retry_budget;
@@ -126,6 +136,7 @@ fn copy_into_new_upload(
             headers.clone(),
             new_id,
             copied,
+            Arc::clone(reported),
         )),
         Err(reason) => {
             if let Err(e) = store.abort_multipart_upload(new_key, &new_id) {
