@@ -20,6 +20,9 @@ pub(crate) const DEFAULT_MAX_CONCURRENCY: usize = 8;
 pub(crate) const DEFAULT_RETRY_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
 /// Orphan sweep at mount: a week. No live writer keeps one upload open that long (5 TiB
 /// at 50 MiB/s takes 29 hours), so sweeping cannot hurt another mount's upload in flight.
+/// How long a parked upload waits for a rewrite to resume it.
+pub(crate) const DEFAULT_RESUME_WINDOW: std::time::Duration =
+    std::time::Duration::from_secs(86_400);
 pub(crate) const DEFAULT_SWEEP_AGE: std::time::Duration =
     std::time::Duration::from_secs(7 * 86_400);
 
@@ -187,6 +190,14 @@ struct MountArgs {
     /// error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Where the resume journal is kept (default /var/lib/s3upfs for root,
+    /// $XDG_STATE_HOME/s3upfs or ~/.local/state/s3upfs otherwise).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// How long an interrupted upload of 8 parts or more is kept for writing the file
+    /// again to resume it (default 24h; `off` aborts at once).
+    #[arg(long, value_name = "DURATION")]
+    resume_window: Option<String>,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9100): GET /metrics.
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<String>,
@@ -288,6 +299,12 @@ fn apply_options(args: &mut MountArgs) -> Result<(), String> {
                 args.max_concurrency = args.max_concurrency.or(Some(count));
             }
             "log_level" => args.log_level = args.log_level.take().or(Some(need(value)?)),
+            "state_dir" => {
+                args.state_dir = args.state_dir.take().or(Some(PathBuf::from(need(value)?)));
+            }
+            "resume_window" => {
+                args.resume_window = args.resume_window.take().or(Some(need(value)?));
+            }
             "metrics_addr" => {
                 args.metrics_addr = args.metrics_addr.take().or(Some(need(value)?));
             }
@@ -397,6 +414,14 @@ fn resolve(mut args: MountArgs) -> Result<MountConfig, String> {
         max_concurrency,
         max_memory,
         log_level,
+        state_dir: args.state_dir.unwrap_or_else(default_state_dir),
+        resume_window: match args.resume_window.as_deref() {
+            Some("off") => None,
+            Some(text) => Some(
+                crate::size::parse_duration(text).map_err(|e| format!("--resume-window: {e}"))?,
+            ),
+            None => Some(DEFAULT_RESUME_WINDOW),
+        },
         metrics_addr: match args.metrics_addr.as_deref() {
             Some(text) => Some(text.parse().map_err(|_| {
                 format!("--metrics-addr: '{text}' is not an address like 127.0.0.1:9100")
@@ -404,6 +429,19 @@ fn resolve(mut args: MountArgs) -> Result<MountConfig, String> {
             None => None,
         },
     })
+}
+
+/// Where the resume journal goes unless `--state-dir` says otherwise.
+fn default_state_dir() -> PathBuf {
+    // SAFETY: getuid cannot fail and touches no memory.
+    if unsafe { libc::getuid() } == 0 {
+        return PathBuf::from("/var/lib/s3upfs");
+    }
+    match (std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME")) {
+        (Some(state), _) if !state.is_empty() => PathBuf::from(state).join("s3upfs"),
+        (_, Some(home)) => PathBuf::from(home).join(".local/state/s3upfs"),
+        _ => PathBuf::from("/tmp/s3upfs-state"),
+    }
 }
 
 /// The arguments this process runs with, after [`as_mount_helper`].

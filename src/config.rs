@@ -31,6 +31,10 @@ pub(crate) struct MountConfig {
     pub(crate) max_concurrency: usize,
     pub(crate) max_memory: u64,
     pub(crate) log_level: log::LevelFilter,
+    /// Where the resume journal lives.
+    pub(crate) state_dir: PathBuf,
+    /// How long a parked upload is kept for a rewrite to resume; None: never parked.
+    pub(crate) resume_window: Option<std::time::Duration>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     /// Multipart uploads under the prefix older than this are aborted at mount.

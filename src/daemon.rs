@@ -18,6 +18,8 @@ use crate::fuse::FuseAdapter;
 use crate::namespace::{Namespace, NamespaceConfig};
 use crate::s3::{Connection, ObjectStore, SdkStore, connect};
 use crate::upload::UploadContext;
+use crate::upload::journal::Journal;
+use crate::upload::resume::Resume;
 
 /// Set in the environment of the detached child: it reports readiness on stdout.
 const DAEMON_CHILD_ENV: &str = "S3UPFS_DAEMON_CHILD";
@@ -493,12 +495,28 @@ fn prepare(config: &MountConfig) -> Result<Prepared, String> {
         sweep_orphans(&client, &prefix, config.sweep_orphans_after);
     }
 
+    let resume = match config.resume_window {
+        Some(window) if !config.read_only => {
+            match Journal::open(&config.state_dir, &bucket, config.schedule.part_size(1)) {
+                Ok(journal) => Some(Resume::load(journal, window, client.as_ref())),
+                Err(e) => {
+                    warn!(
+                        "no resume journal in {} ({e}): interrupted uploads are aborted, not parked",
+                        config.state_dir.display()
+                    );
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let uploads = UploadContext::new(
         Arc::clone(&client) as Arc<dyn ObjectStore>,
         config.schedule,
         config.max_memory,
         config.max_concurrency,
         config.retry_budget,
+        resume,
     )
     .map_err(|e| format!("cannot start the upload pool: {e}"))?;
     let namespace = Arc::new(

@@ -121,7 +121,12 @@ impl Namespace {
 
     /// A new upload for an open file; the opening process's close completes it.
     fn start_write(&self, key: String, headers: ObjectHeaders, pid: u32) -> Arc<ActiveWrite> {
-        let writer = ObjectWriter::new(Arc::clone(&self.uploads), key, headers);
+        // A parked upload of the same key (an interrupted copy of this file) is continued.
+        let parked = self.uploads.resume.as_ref().and_then(|r| r.take(&key));
+        let writer = match parked {
+            Some(entry) => ObjectWriter::resuming(Arc::clone(&self.uploads), key, headers, entry),
+            None => ObjectWriter::new(Arc::clone(&self.uploads), key, headers),
+        };
         Arc::new(ActiveWrite {
             progress: writer.progress(),
             writer: Mutex::new(writer),

@@ -8,11 +8,14 @@ use serde::{Deserialize, Serialize};
 use super::files::OpenFile;
 use super::*;
 use crate::upload::progress::{FileSnapshot, TotalsSnapshot};
+use crate::upload::resume::ParkedSnapshot;
 
 /// The mount's state at one moment, as the status socket sends it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct MountStatus {
     pub(crate) writing: Vec<FileSnapshot>,
+    /// Interrupted uploads kept for a rewrite to resume (see `upload::resume`).
+    pub(crate) parked: Vec<ParkedSnapshot>,
     pub(crate) totals: TotalsSnapshot,
     pub(crate) memory_in_use: u64,
     pub(crate) memory_limit: u64,
@@ -48,6 +51,12 @@ impl Namespace {
         writing.sort_by(|a, b| a.key.cmp(&b.key));
         MountStatus {
             writing,
+            parked: self
+                .uploads
+                .resume
+                .as_ref()
+                .map(|r| r.snapshot())
+                .unwrap_or_default(),
             totals: self.uploads.totals.snapshot(),
             memory_in_use: self.uploads.budget.reserved(),
             memory_limit: self.uploads.budget.limit(),

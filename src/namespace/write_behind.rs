@@ -127,6 +127,9 @@ impl Namespace {
                         if pruned > 0 {
                             debug!("forgot {pruned} listed names nobody looked up");
                         }
+                        if let Some(resume) = &namespace.uploads.resume {
+                            resume.expire(namespace.store.as_ref());
+                        }
                         let let_go = namespace.let_go_of_idle();
                         if let_go > 0 {
                             debug!("asked the kernel to drop {let_go} idle names");

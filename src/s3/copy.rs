@@ -82,6 +82,7 @@ fn copy_parts<S: ObjectStore + ?Sized>(
                     part_number,
                     etag,
                     checksum_crc32c: None,
+                    size: part_size.min(size - start),
                 }),
                 (Err(error), Ok(_)) => {
                     failed.store(true, Ordering::Relaxed);

@@ -440,6 +440,7 @@ impl ObjectStore for MemoryStore {
                         part_number: *number,
                         etag: part.etag.clone(),
                         checksum_crc32c: part.checksum_crc32c.clone(),
+                        size: part.body.len() as u64,
                     })
                     .collect()),
                 _ => Err(error(

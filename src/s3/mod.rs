@@ -89,6 +89,7 @@ pub(crate) struct UploadedPart {
     pub(crate) etag: String,
     /// Parts we upload carry one; parts copied server-side do not.
     pub(crate) checksum_crc32c: Option<String>,
+    pub(crate) size: u64,
 }
 
 /// An unfinished multipart upload found by ListMultipartUploads.

@@ -485,6 +485,7 @@ impl ObjectStore for SdkStore {
                         part_number: number.max(0) as u32,
                         etag: etag.to_owned(),
                         checksum_crc32c: part.checksum_crc32_c().map(str::to_owned),
+                        size: part.size().map_or(0, |size| size.max(0) as u64),
                     });
                 }
             }

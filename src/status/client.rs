@@ -126,6 +126,14 @@ fn describe(report: &Report) -> String {
                 .unwrap_or_default(),
         ));
     }
+    for parked in &status.parked {
+        text.push_str(&format!(
+            "  parked {:?} (upload {}): writing it again resumes it; aborted in {}\n",
+            parked.key,
+            parked.upload_id,
+            HumanDuration(Duration::from_secs(parked.expires_in))
+        ));
+    }
     if !totals.recent_failures.is_empty() {
         text.push_str("  recent failures:\n");
     }

@@ -19,8 +19,10 @@
 pub(crate) mod budget;
 pub(crate) mod buffers;
 mod error;
+pub(crate) mod journal;
 pub(crate) mod pool;
 pub(crate) mod progress;
+pub(crate) mod resume;
 pub(crate) mod schedule;
 pub(crate) mod writer;
 
@@ -43,6 +45,8 @@ pub(crate) struct UploadContext {
     pub(crate) retry_budget: Duration,
     /// What the mount uploaded, retried and failed since it was mounted.
     pub(crate) totals: Arc<progress::MountTotals>,
+    /// Parked uploads and the journal, unless resuming is off.
+    pub(crate) resume: Option<Arc<resume::Resume>>,
 }
 
 impl UploadContext {
@@ -52,6 +56,7 @@ impl UploadContext {
         memory_budget: u64,
         concurrency: usize,
         retry_budget: Duration,
+        resume: Option<Arc<resume::Resume>>,
     ) -> std::io::Result<Arc<Self>> {
         let totals = Arc::new(progress::MountTotals::default());
         let pool = UploadPool::start(
@@ -59,11 +64,13 @@ impl UploadContext {
             concurrency,
             retry_budget,
             Arc::clone(&totals),
+            resume.clone(),
         )?;
         Ok(Arc::new(Self {
             store,
             pool,
             totals,
+            resume,
             budget: MemoryBudget::new(memory_budget),
             schedule,
             retry_budget,

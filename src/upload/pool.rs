@@ -17,6 +17,7 @@ use log::{debug, error, info, warn};
 use super::budget::Reservation;
 use super::buffers::BufferPool;
 use super::progress::{FileProgress, MountTotals};
+use super::resume::Resume;
 use super::{UploadError, upload_error};
 use crate::s3::{ObjectHeaders, ObjectStore, UploadedPart, crc32c_base64};
 
@@ -28,6 +29,8 @@ struct Progress {
     aborted: bool,
     /// Parts were in flight at the first abort: the next call repeats it.
     abort_again: bool,
+    /// Stopped with enough parts in S3 to be worth resuming: kept, not aborted.
+    parked: bool,
 }
 
 /// One file's multipart upload as its parts flow through the pool.
@@ -88,6 +91,14 @@ impl MultipartUpload {
         &self.headers
     }
 
+    /// Counts a part S3 already holds (a resumed upload's, identical to what was
+    /// written) as finished, without sending it.
+    pub(crate) fn adopt(&self, part: UploadedPart) {
+        self.reported.part_sent();
+        self.reported.part_done(Some(part.size), false);
+        self.progress().finished.insert(part.part_number, part);
+    }
+
     pub(crate) fn reported(&self) -> &Arc<FileProgress> {
         &self.reported
     }
@@ -104,6 +115,7 @@ impl MultipartUpload {
         &self,
         store: &dyn ObjectStore,
         retry_budget: Duration,
+        resume: Option<&Resume>,
     ) -> Result<String, UploadError> {
         let _creating = self
             .creating
@@ -119,6 +131,16 @@ impl MultipartUpload {
         )
         .map_err(UploadError::from)?;
         debug!("created multipart upload for {:?}: {created}", self.key);
+        // Durable before the first part goes out: a daemon that dies from here on
+        // leaves a resumable upload, not an orphan.
+        if let Some(resume) = resume
+            && let Err(e) = resume.journal().record(&self.key, &created, &self.headers)
+        {
+            warn!(
+                "could not record the upload of {:?} in the journal ({e}): it cannot be resumed",
+                self.key
+            );
+        }
         *self
             .upload_id
             .lock()
@@ -165,6 +187,19 @@ impl MultipartUpload {
     fn abort_with(&self, aborter: &Aborter, background: bool) {
         let first = {
             let mut progress = self.progress();
+            if progress.parked {
+                return;
+            }
+            let parts = progress.finished.len() as u32;
+            if let (Some(resume), Some(id)) = (&aborter.resume, self.upload_id())
+                && !progress.aborted
+                && resume.parks(parts)
+            {
+                progress.parked = true;
+                drop(progress);
+                resume.park(&self.key, &id);
+                return;
+            }
             let first = !progress.aborted;
             progress.aborted = true;
             if progress.in_flight > 0 {
@@ -173,6 +208,9 @@ impl MultipartUpload {
             first
         };
         if first && let Some(id) = self.upload_id() {
+            if let Some(resume) = &aborter.resume {
+                resume.journal().remove(&id);
+            }
             if background {
                 aborter.abort_later(&self.key, &id);
             } else {
@@ -183,6 +221,9 @@ impl MultipartUpload {
 
     /// The repeat abort owed once the last part in flight at the first abort is done.
     fn abort_again(&self, aborter: &Aborter) {
+        if self.progress().parked {
+            return;
+        }
         if let Some(id) = self.upload_id() {
             aborter.abort(&self.key, &id);
         }
@@ -240,6 +281,8 @@ pub(crate) struct Aborter {
     retry_budget: Duration,
     /// The mount's counters, for what the workers send and retry.
     totals: Arc<MountTotals>,
+    /// The resume journal, when uploads may be parked (`--resume-window`).
+    resume: Option<Arc<Resume>>,
 }
 
 /// How often and how long an abort that failed is tried again.
@@ -344,6 +387,7 @@ impl UploadPool {
         workers: usize,
         retry_budget: Duration,
         totals: Arc<MountTotals>,
+        resume: Option<Arc<Resume>>,
     ) -> std::io::Result<Self> {
         let (sender, receiver) = crossbeam_channel::unbounded::<PartJob>();
         let (retry_sender, retry_receiver) = crossbeam_channel::unbounded();
@@ -360,6 +404,7 @@ impl UploadPool {
             retry: retry_sender,
             retry_budget,
             totals,
+            resume,
         };
         let mut handles = Vec::with_capacity(workers + 1);
         for index in 0..workers.max(1) {
@@ -527,7 +572,11 @@ fn upload_one(aborter: &Aborter, job: &PartJob) -> (Option<UploadedPart>, bool) 
     }
     let mut attempts = 0u32;
     let result = upload
-        .ensure_created(store.as_ref(), aborter.retry_budget)
+        .ensure_created(
+            store.as_ref(),
+            aborter.retry_budget,
+            aborter.resume.as_deref(),
+        )
         .and_then(|upload_id| {
             let checksum = crc32c_base64(&job.data);
             crate::s3::retry_within(
@@ -552,6 +601,7 @@ fn upload_one(aborter: &Aborter, job: &PartJob) -> (Option<UploadedPart>, bool) 
                 part_number: job.part_number,
                 etag,
                 checksum_crc32c: Some(checksum.clone()),
+                size: job.data.len() as u64,
             })
             .map_err(UploadError::from)
         });

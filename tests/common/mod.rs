@@ -1146,6 +1146,10 @@ impl Mount {
             .args(["--endpoint-url", &server.endpoint()])
             .args(["--region", &server.region()])
             .args(["--force-path-style", "--foreground", "--log-level", "debug"])
+            // The resume journal in the test's own directory (a test that remounts
+            // with the same journal passes its own --state-dir, which wins).
+            .arg("--state-dir")
+            .arg(pending.root.join("state"))
             .args(extra_args)
             .env("AWS_ACCESS_KEY_ID", server.access_key())
             .env("AWS_SECRET_ACCESS_KEY", server.secret_key());
@@ -1175,6 +1179,8 @@ impl Mount {
             .arg(&local_dir)
             .arg(&pending.mountpoint)
             .args(["--foreground", "--log-level", "debug"])
+            .arg("--state-dir")
+            .arg(pending.root.join("state"))
             .args(extra_args);
         apply_env(&mut cmd, env);
         let mount = pending.spawn_and_wait(cmd)?;

@@ -13,6 +13,7 @@ mod files;
 mod headers;
 mod lookup;
 mod rename;
+mod resume;
 mod times;
 mod uploads;
 mod write_behind;
@@ -26,6 +27,8 @@ use super::{AttributeChanges, FsResult, Kind, Namespace, NamespaceConfig};
 use crate::s3::ObjectStore;
 use crate::s3::memory::MemoryStore;
 use crate::upload::UploadContext;
+use crate::upload::journal::Journal;
+use crate::upload::resume::Resume;
 use crate::upload::schedule::PartSchedule;
 
 pub(super) const MIB: usize = 1 << 20;
@@ -67,6 +70,8 @@ pub(super) struct Options {
     pub(super) retry_budget: Duration,
     pub(super) read_only: bool,
     pub(super) attr_ttl: Duration,
+    /// A resume journal there (24 h window), as the daemon keeps one by default.
+    pub(super) state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -77,6 +82,7 @@ impl Default for Options {
             retry_budget: Duration::from_secs(2),
             read_only: false,
             attr_ttl: Duration::from_secs(1),
+            state_dir: None,
         }
     }
 }
@@ -99,6 +105,10 @@ impl Fixture {
             options.memory,
             4,
             options.retry_budget,
+            options.state_dir.as_ref().map(|dir| {
+                let journal = Journal::open(dir, "bucket", schedule.part_size(1)).expect("journal");
+                Resume::load(journal, Duration::from_secs(86_400), store.as_ref())
+            }),
         )
         .expect("upload pool");
         let config = NamespaceConfig {

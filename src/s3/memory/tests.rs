@@ -11,6 +11,7 @@ fn part(number: u32, etag: String, body: &[u8]) -> UploadedPart {
         part_number: number,
         etag,
         checksum_crc32c: Some(crc32c_base64(body)),
+        size: body.len() as u64,
     }
 }
 

@@ -98,9 +98,7 @@ impl ObjectWriter {
         if let Some(buffer) = parts.current.take()
             && !buffer.data.is_empty()
         {
-            self.context
-                .pool
-                .submit(upload, buffer.number, buffer.data, buffer.reservation);
+            parts.send_part(&self.context, upload, buffer);
         }
         let uploaded = match upload.wait_for_parts() {
             Ok(uploaded) => uploaded,
@@ -132,6 +130,9 @@ impl ObjectWriter {
                 Err(e) if e.kind == crate::s3::S3ErrorKind::NotFound => {
                     return match store.head_object(&self.key) {
                         Ok(Some(info)) if info.checksum_crc32c.as_deref() == Some(&expected) => {
+                            if let Some(resume) = &self.context.resume {
+                                resume.journal().remove(&upload_id);
+                            }
                             Ok(())
                         }
                         _ => Err(upload_error!(
@@ -143,6 +144,9 @@ impl ObjectWriter {
                 }
                 Err(e) => return Err(e.into()),
             };
+            if let Some(resume) = &self.context.resume {
+                resume.journal().remove(&upload_id);
+            }
             // Only a composite checksum ("...-N" with our part count) is comparable with
             // ours; a full-object checksum or another form is left to the size check.
             let comparable = reported

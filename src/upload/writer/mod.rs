@@ -9,6 +9,7 @@ use log::warn;
 
 mod commit;
 mod moves;
+mod resume;
 
 use super::budget::Reservation;
 use super::pool::MultipartUpload;
@@ -93,6 +94,8 @@ struct Parts {
     filling: u32,
     upload: Option<Arc<MultipartUpload>>,
     started: Instant,
+    /// The parked upload's parts this write may reuse (a resumed upload).
+    reuse: Option<Box<resume::Reuse>>,
 }
 
 #[derive(Debug)]
@@ -382,15 +385,15 @@ impl ObjectWriter {
                 return Ok(false);
             };
             parts.filling = full.number + 1;
-            let upload = parts
-                .upload
-                .get_or_insert_with(|| MultipartUpload::new(key, headers, progress));
+            let upload = Arc::clone(
+                parts
+                    .upload
+                    .get_or_insert_with(|| MultipartUpload::new(key, headers, progress)),
+            );
             if full.number == 1 {
                 parts.retained_first = Some(full);
             } else {
-                context
-                    .pool
-                    .submit(upload, full.number, full.data, full.reservation);
+                parts.send_part(&context, &upload, full);
             }
         }
         let number = parts.filling;
@@ -467,6 +470,7 @@ impl Parts {
             filling: 1,
             upload: None,
             started: Instant::now(),
+            reuse: None,
         }
     }
 
@@ -479,10 +483,8 @@ impl Parts {
     }
 
     fn send_retained_first(&mut self, context: &UploadContext) {
-        if let (Some(first), Some(upload)) = (self.retained_first.take(), &self.upload) {
-            context
-                .pool
-                .submit(upload, first.number, first.data, first.reservation);
+        if let (Some(first), Some(upload)) = (self.retained_first.take(), self.upload.clone()) {
+            self.send_part(context, &upload, first);
         }
     }
 }

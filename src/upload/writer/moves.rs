@@ -70,6 +70,9 @@ fn move_parts(
         || false,
     )
     .map_err(UploadError::from)?;
+    if let Some(resume) = &context.resume {
+        resume.journal().remove(&old_id);
+    }
     copy_into_new_upload(
         context,
         &uploaded,

@@ -1,0 +1,174 @@
+//! The resume journal: one small JSON file per multipart upload the mount starts,
+//! written durably (fsync of the file and its directory) right after
+//! CreateMultipartUpload and before the first part goes out, removed at Complete or
+//! Abort. A daemon that dies leaves its entries behind, and the next mount of the bucket
+//! finds them: those uploads are *parked*, and a file written again under the same key
+//! continues its upload, sending only the parts S3 does not already hold (see
+//! `writer::resume`). Only this journal's uploads are ever resumed, never another
+//! mount's or host's. The cost is one file write and two fsyncs per multipart upload,
+//! nothing per part.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use log::warn;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::{Deserialize, Serialize};
+
+use crate::s3::ObjectHeaders;
+
+/// Uploads with fewer acknowledged parts than this are aborted, not parked: re-sending
+/// them costs little (8 parts of 8 MiB: 64 MiB, about a second on a fast link).
+pub(crate) const PARK_MIN_PARTS: u32 = 8;
+
+/// One multipart upload as the journal records it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Entry {
+    pub(crate) bucket: String,
+    pub(crate) key: String,
+    pub(crate) upload_id: String,
+    /// The schedule's first part size: a resume needs the same part boundaries.
+    pub(crate) part_size: u64,
+    /// The metadata sent at Create (corrected after Complete when the rewrite differs).
+    pub(crate) metadata: HashMap<String, String>,
+    pub(crate) content_type: Option<String>,
+    /// Seconds since the Unix epoch when the upload was created.
+    pub(crate) created: u64,
+}
+
+impl Entry {
+    pub(crate) fn headers(&self) -> ObjectHeaders {
+        ObjectHeaders {
+            metadata: self.metadata.clone(),
+            content_type: self.content_type.clone(),
+        }
+    }
+
+    /// Whether it is older than `window`.
+    pub(crate) fn expired(&self, window: Duration) -> bool {
+        now_seconds().saturating_sub(self.created) > window.as_secs()
+    }
+}
+
+pub(crate) fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The journal directory of one mount's bucket (shared state dirs hold several).
+#[derive(Debug)]
+pub(crate) struct Journal {
+    dir: PathBuf,
+    bucket: String,
+    part_size: u64,
+}
+
+impl Journal {
+    /// Opens (creating, owner-only) `state_dir/uploads`.
+    pub(crate) fn open(state_dir: &Path, bucket: &str, part_size: u64) -> std::io::Result<Self> {
+        let dir = state_dir.join("uploads");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(Self {
+            dir,
+            bucket: bucket.to_owned(),
+            part_size,
+        })
+    }
+
+    fn path_of(&self, upload_id: &str) -> PathBuf {
+        self.dir.join(format!(
+            "{}.json",
+            utf8_percent_encode(upload_id, NON_ALPHANUMERIC)
+        ))
+    }
+
+    /// Records a new upload durably. Failing leaves the upload working, only not
+    /// resumable (the caller logs it).
+    pub(crate) fn record(
+        &self,
+        key: &str,
+        upload_id: &str,
+        headers: &ObjectHeaders,
+    ) -> std::io::Result<()> {
+        let entry = Entry {
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            upload_id: upload_id.to_owned(),
+            part_size: self.part_size,
+            metadata: headers.metadata.clone(),
+            content_type: headers.content_type.clone(),
+            created: now_seconds(),
+        };
+        let json = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
+        let path = self.path_of(upload_id);
+        let temporary = path.with_extension("tmp");
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(&json)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &path)?;
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+
+    /// Forgets an upload (completed or aborted).
+    pub(crate) fn remove(&self, upload_id: &str) {
+        let path = self.path_of(upload_id);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!("could not remove journal entry {}: {e}", path.display());
+        }
+    }
+
+    /// The recorded uploads of this bucket; unreadable entries are skipped (logged).
+    pub(crate) fn entries(&self) -> Vec<Entry> {
+        let Ok(files) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        files
+            .flatten()
+            .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
+            .filter_map(|f| {
+                let text = std::fs::read(f.path()).ok()?;
+                match serde_json::from_slice::<Entry>(&text) {
+                    Ok(entry) => Some(entry),
+                    Err(e) => {
+                        warn!("skipping journal entry {}: {e}", f.path().display());
+                        None
+                    }
+                }
+            })
+            .filter(|entry| entry.bucket == self.bucket)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_found_after_a_restart_until_removed_and_other_buckets_are_not_ours() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let headers = ObjectHeaders {
+            metadata: HashMap::from([("mode".to_owned(), "33188".to_owned())]),
+            content_type: Some("text/plain".to_owned()),
+        };
+        let journal = Journal::open(dir.path(), "b", 8 << 20).unwrap();
+        journal.record("k", "id/1+x", &headers).unwrap();
+        let other = Journal::open(dir.path(), "other", 8 << 20).unwrap();
+        other.record("k", "id2", &headers).unwrap();
+        let again = Journal::open(dir.path(), "b", 8 << 20).unwrap();
+        let entries = again.entries();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].upload_id, "id/1+x");
+        assert_eq!(entries[0].headers(), headers);
+        assert!(!entries[0].expired(Duration::from_secs(60)));
+        again.remove("id/1+x");
+        assert!(again.entries().is_empty());
+    }
+}

@@ -1,0 +1,159 @@
+//! Parked uploads: multipart uploads of this mount's journal that were stopped before
+//! Complete (the daemon died, the network stayed down past the retry budget, the
+//! writer failed or its file was unlinked) with at least [`PARK_MIN_PARTS`] parts in
+//! S3. They are kept for `--resume-window` so a rewrite of the same key can continue
+//! them, then aborted by the mount: every upload it starts still ends in Complete or
+//! Abort. What the registry holds is what the journal holds, by key.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use log::{info, warn};
+use serde::{Deserialize, Serialize};
+
+use super::journal::{Entry, Journal, PARK_MIN_PARTS};
+use crate::s3::ObjectStore;
+
+pub(crate) struct Resume {
+    journal: Journal,
+    window: Duration,
+    parked: Mutex<HashMap<String, Entry>>,
+}
+
+/// A parked upload as `status` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ParkedSnapshot {
+    pub(crate) key: String,
+    pub(crate) upload_id: String,
+    /// Seconds until the mount aborts it.
+    pub(crate) expires_in: u64,
+}
+
+impl Resume {
+    /// The journal's uploads: those older than `window` are aborted now, the rest parked.
+    pub(crate) fn load(journal: Journal, window: Duration, store: &dyn ObjectStore) -> Arc<Self> {
+        let resume = Arc::new(Self {
+            journal,
+            window,
+            parked: Mutex::new(HashMap::new()),
+        });
+        for entry in resume.journal.entries() {
+            if entry.expired(window) {
+                resume.abort(store, &entry, "its resume window passed");
+                continue;
+            }
+            // A daemon that died leaves every upload it had started; only those with
+            // enough parts in S3 are worth keeping.
+            let parts = match store.list_parts(&entry.key, &entry.upload_id) {
+                Ok(parts) => parts.len() as u32,
+                Err(e) if e.kind == crate::s3::S3ErrorKind::NotFound => {
+                    resume.journal.remove(&entry.upload_id);
+                    continue;
+                }
+                Err(e) => {
+                    warn!(
+                        "cannot list the parts of the upload of {:?}: {e}",
+                        entry.key
+                    );
+                    continue;
+                }
+            };
+            if !resume.parks(parts) {
+                resume.abort(store, &entry, "too few parts in S3 to be worth resuming");
+            } else {
+                info!(
+                    "parked upload of {:?} ({}) found: writing the file again resumes it",
+                    entry.key, entry.upload_id
+                );
+                resume.parked().insert(entry.key.clone(), entry);
+            }
+        }
+        resume
+    }
+
+    fn parked(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        self.parked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Whether an upload stopped with `parts_done` parts in S3 is parked, not aborted.
+    pub(crate) fn parks(&self, parts_done: u32) -> bool {
+        parts_done >= PARK_MIN_PARTS
+    }
+
+    /// Parks a stopped upload: its journal entry stays, and a rewrite of `key` finds it.
+    pub(crate) fn park(&self, key: &str, upload_id: &str) {
+        if let Some(entry) = self
+            .journal
+            .entries()
+            .into_iter()
+            .find(|e| e.upload_id == upload_id)
+        {
+            info!(
+                "parked the upload of {key:?} ({upload_id}) for {} s: writing it again resumes it",
+                self.window.as_secs()
+            );
+            // A parked upload it replaces under the same key is aborted when it expires.
+            self.parked().insert(key.to_owned(), entry);
+        }
+    }
+
+    /// The parked upload of `key`, now owned by the caller (a rewrite resuming it).
+    pub(crate) fn take(&self, key: &str) -> Option<Entry> {
+        self.parked().remove(key)
+    }
+
+    /// Aborts a parked upload that cannot be used, and forgets it.
+    pub(crate) fn abort(&self, store: &dyn ObjectStore, entry: &Entry, why: &str) {
+        match store.abort_multipart_upload(&entry.key, &entry.upload_id) {
+            Ok(()) => {
+                info!("aborted the parked upload of {:?} ({why})", entry.key);
+                self.journal.remove(&entry.upload_id);
+            }
+            Err(e) if e.kind == crate::s3::S3ErrorKind::NotFound => {
+                self.journal.remove(&entry.upload_id);
+            }
+            Err(e) => warn!(
+                "could not abort the parked upload of {:?} ({e}); the next mount tries again",
+                entry.key
+            ),
+        }
+    }
+
+    /// Aborts the parked uploads whose window has passed (the sweep calls it).
+    pub(crate) fn expire(&self, store: &dyn ObjectStore) {
+        let expired: Vec<Entry> = {
+            let mut parked = self.parked();
+            let keys: Vec<String> = parked
+                .iter()
+                .filter(|(_, e)| e.expired(self.window))
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.iter().filter_map(|k| parked.remove(k)).collect()
+        };
+        for entry in expired {
+            self.abort(store, &entry, "its resume window passed");
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<ParkedSnapshot> {
+        let now = super::journal::now_seconds();
+        let mut parked: Vec<ParkedSnapshot> = self
+            .parked()
+            .values()
+            .map(|e| ParkedSnapshot {
+                key: e.key.clone(),
+                upload_id: e.upload_id.clone(),
+                expires_in: (e.created + self.window.as_secs()).saturating_sub(now),
+            })
+            .collect();
+        parked.sort_by(|a, b| a.key.cmp(&b.key));
+        parked
+    }
+}
