@@ -174,17 +174,19 @@ impl MultipartUpload {
     /// not be created yet: then the worker that finishes the last of them aborts it
     /// once more ([`MultipartUpload::part_finished`]). Safe to call again.
     pub(crate) fn abort(&self, aborter: &Aborter) {
-        self.abort_with(aborter, false);
+        self.abort_with(aborter, false, true);
     }
 
     /// Like [`MultipartUpload::abort`], but the request goes out on the abort thread:
     /// for callers that must answer at once (a killed writer's close, unlink, unmount)
-    /// whatever state the server is in.
-    pub(crate) fn abort_in_background(&self, aborter: &Aborter) {
-        self.abort_with(aborter, true);
+    /// whatever state the server is in. `may_park`: false when the mount is going
+    /// away in order (unmount aborts what is unfinished, as it always has).
+    pub(crate) fn abort_in_background(&self, aborter: &Aborter, may_park: bool) {
+        self.abort_with(aborter, true, may_park);
     }
 
-    fn abort_with(&self, aborter: &Aborter, background: bool) {
+    /// Aborts, or parks the upload (see `resume`) when `may_park` and it is big enough.
+    fn abort_with(&self, aborter: &Aborter, background: bool, may_park: bool) {
         let first = {
             let mut progress = self.progress();
             if progress.parked {
@@ -192,6 +194,7 @@ impl MultipartUpload {
             }
             let parts = progress.finished.len() as u32;
             if let (Some(resume), Some(id)) = (&aborter.resume, self.upload_id())
+                && may_park
                 && !progress.aborted
                 && resume.parks(parts)
             {

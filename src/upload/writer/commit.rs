@@ -229,7 +229,7 @@ impl ObjectWriter {
     /// Drops everything written and aborts the upload because the file was unlinked:
     /// later writes are accepted and go nowhere, as POSIX has it for an unlinked file.
     pub(crate) fn discard(&mut self, why: &str) {
-        self.stop(why, State::Discarded);
+        self.stop(why, State::Discarded, true);
     }
 
     /// Aborts the upload (the mount is going away, the writer was killed) unless it is
@@ -239,7 +239,11 @@ impl ObjectWriter {
         if self.is_completed() || self.failure().is_some() {
             return false;
         }
-        self.stop(why, State::Failed(upload_error!("upload aborted: {why}")));
+        self.stop(
+            why,
+            State::Failed(upload_error!("upload aborted: {why}")),
+            false,
+        );
         true
     }
 
@@ -249,7 +253,8 @@ impl ObjectWriter {
         self.context.totals.failed(&self.key, &reason.to_string());
     }
 
-    pub(super) fn stop(&mut self, why: &str, next: State) {
+    /// Stops writing; the upload is aborted, or parked when `may_park` (see `resume`).
+    pub(super) fn stop(&mut self, why: &str, next: State, may_park: bool) {
         self.spare = None;
         if let State::Failed(reason) = &next {
             self.report_failure(reason);
@@ -261,7 +266,7 @@ impl ObjectWriter {
             // answer); the pool repeats the abort once they are done.
             upload.fail(upload_error!("aborted: {why}"));
             match self.context.pool.aborter() {
-                Some(aborter) => upload.abort_in_background(&aborter),
+                Some(aborter) => upload.abort_in_background(&aborter, may_park),
                 None => self.abort_upload(&upload),
             }
             info!("aborting the upload of {:?} ({why})", self.key);
