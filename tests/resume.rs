@@ -10,8 +10,12 @@ use common::{Mount, S3Server, make_temp_dir, run_cli, via_proxy, write_random_fi
 
 const MIB: u64 = 1 << 20;
 
-#[test]
-fn a_copy_killed_at_70_percent_resumes_after_a_remount_sending_at_most_40_percent_again() {
+/// Copies a 512 MiB file onto the mount with `command` (a shell command; `$SRC` is the
+/// source, `$MNT` the mount), SIGKILLs the daemon at about 70% of the parts, remounts
+/// with the same state directory and runs `command` again: the second run must send at
+/// most 40% of the bytes in UploadParts, into the parked upload, and leave exactly
+/// `big.bin`, byte-identical, and no multipart upload.
+fn resumes_after_a_kill_at_70_percent(command: &str) {
     let server = S3Server::garage();
     let client = server.client();
     let proxy = FaultProxy::start(&server.endpoint());
@@ -23,31 +27,28 @@ fn a_copy_killed_at_70_percent_resumes_after_a_remount_sending_at_most_40_percen
     let file = source.path().join("big.bin");
     write_random_file(&file, size, 42);
     let parts = size / (8 * MIB);
+    let run = |mount: &Mount| {
+        std::process::Command::new("sh")
+            .args(["-c", command])
+            .env("SRC", &file)
+            .env("MNT", mount.path())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the copy")
+    };
 
-    proxy.set_fault(
-        Op::UploadPart,
-        When::Always,
-        Fault::Delay(Duration::from_millis(300)),
-    );
+    proxy.set_fault(Op::UploadPart, When::Always, Fault::Delay(Duration::from_millis(300)));
     let mount = Mount::new(&through, &["--state-dir", &state_dir]);
-    let mut cp = std::process::Command::new("cp")
-        .arg(&file)
-        .arg(mount.join("big.bin"))
-        .spawn()
-        .expect("cp");
+    let mut first = run(&mount);
     let deadline = Instant::now() + Duration::from_secs(600);
     while proxy.successes(Op::UploadPart) < parts * 7 / 10 {
         assert!(Instant::now() < deadline, "the copy did not get to 70%");
         std::thread::sleep(Duration::from_millis(50));
     }
     mount.kill(libc::SIGKILL);
-    let _ = cp.wait();
+    let _ = first.wait();
     drop(mount);
-    assert_eq!(
-        client.list_multipart_uploads().len(),
-        1,
-        "left for the resume"
-    );
+    assert_eq!(client.list_multipart_uploads().len(), 1, "left for the resume");
 
     proxy.clear();
     proxy.reset_counters();
@@ -57,11 +58,9 @@ fn a_copy_killed_at_70_percent_resumes_after_a_remount_sending_at_most_40_percen
         &[],
     );
     assert!(status.success(), "{stderr}");
-    assert!(
-        stdout.contains("\"parked\"") && stdout.contains("big.bin"),
-        "{stdout}"
-    );
-    mount.sh_ok(&format!("cp '{}' \"$MNT/big.bin\"", file.display()));
+    assert!(stdout.contains("\"parked\"") && stdout.contains("big.bin"), "{stdout}");
+    let second = run(&mount).wait().expect("the copy again");
+    assert!(second.success(), "the second run failed\n{}", mount.log());
     let resent: u64 = proxy
         .records_of(Op::UploadPart)
         .iter()
@@ -69,21 +68,27 @@ fn a_copy_killed_at_70_percent_resumes_after_a_remount_sending_at_most_40_percen
         .sum();
     assert!(
         resent * 10 <= size * 4,
-        "the second copy sent {} MiB of {} MiB\n{}",
+        "the second run sent {} MiB of {} MiB\n{}",
         resent / MIB,
         size / MIB,
         mount.log()
     );
-    assert_eq!(
-        proxy.count(Op::CreateMultipartUpload),
-        0,
-        "the parked upload was used"
-    );
+    assert_eq!(proxy.count(Op::CreateMultipartUpload), 0, "the parked upload was used");
     let stored = client.get("big.bin").expect("the object");
-    assert!(
-        stored == std::fs::read(&file).expect("source"),
-        "byte-identical"
-    );
+    assert!(stored == std::fs::read(&file).expect("source"), "byte-identical");
+    assert_eq!(client.list(""), vec!["big.bin".to_owned()], "nothing else left");
     assert!(client.list_multipart_uploads().is_empty());
     mount.unmount();
+}
+
+#[test]
+fn a_cp_killed_at_70_percent_resumes_after_a_remount_sending_at_most_40_percent_again() {
+    resumes_after_a_kill_at_70_percent("cp \"$SRC\" \"$MNT/big.bin\"");
+}
+
+/// rsync writes a new temporary name (`.big.bin.XXXXXX`) each run: the parked upload
+/// of the killed run's temporary name is continued under the new one.
+#[test]
+fn an_rsync_killed_at_70_percent_resumes_when_run_again() {
+    resumes_after_a_kill_at_70_percent("rsync \"$SRC\" \"$MNT/\"");
 }

@@ -91,6 +91,12 @@ impl MultipartUpload {
         &self.headers
     }
 
+    /// The key the upload was created for (a resumed rsync upload's differs from the
+    /// writer's: see `writer::resume`).
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
     /// Counts a part S3 already holds (a resumed upload's, identical to what was
     /// written) as finished, without sending it.
     pub(crate) fn adopt(&self, part: UploadedPart) {

@@ -15,6 +15,15 @@ use serde::{Deserialize, Serialize};
 use super::journal::{Entry, Journal, PARK_MIN_PARTS};
 use crate::s3::ObjectStore;
 
+/// `(directory prefix, final name)` when `key` is an rsync temporary name
+/// `DIR/.NAME.XXXXXX` (mkstemp's six letters or digits).
+fn rsync_temporary(key: &str) -> Option<(&str, &str)> {
+    let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
+    let (stem, suffix) = name.strip_prefix('.')?.rsplit_once('.')?;
+    (suffix.len() == 6 && suffix.bytes().all(|b| b.is_ascii_alphanumeric()) && !stem.is_empty())
+        .then_some((dir, stem))
+}
+
 pub(crate) struct Resume {
     journal: Journal,
     window: Duration,
@@ -105,8 +114,21 @@ impl Resume {
     }
 
     /// The parked upload of `key`, now owned by the caller (a rewrite resuming it).
+    /// For an rsync temporary name (`dir/.NAME.XXXXXX`), one parked under another
+    /// temporary name of the same file counts too: a re-run of rsync picks a new
+    /// random suffix. Which parts are reused is decided by content (size and CRC32C of
+    /// each part), so a wrong guess costs only what it always costs: the upload.
     pub(crate) fn take(&self, key: &str) -> Option<Entry> {
-        self.parked().remove(key)
+        let mut parked = self.parked();
+        if let Some(entry) = parked.remove(key) {
+            return Some(entry);
+        }
+        let wanted = rsync_temporary(key)?;
+        let sibling = parked
+            .keys()
+            .find(|other| rsync_temporary(other) == Some(wanted))?
+            .clone();
+        parked.remove(&sibling)
     }
 
     /// Aborts a parked upload that cannot be used, and forgets it.
@@ -155,5 +177,19 @@ impl Resume {
             .collect();
         parked.sort_by(|a, b| a.key.cmp(&b.key));
         parked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rsync_temporary;
+
+    #[test]
+    fn rsync_temporary_names_are_recognised_by_their_final_name_and_directory() {
+        assert_eq!(rsync_temporary("d/.big.bin.a1B2c3"), Some(("d", "big.bin")));
+        assert_eq!(rsync_temporary(".x.Zz9999"), Some(("", "x")));
+        assert_eq!(rsync_temporary("d/big.bin.a1b2c3"), None, "no leading dot");
+        assert_eq!(rsync_temporary("d/.big.bin.a1b2"), None, "not six characters");
+        assert_eq!(rsync_temporary("d/.big.bin.a1b2-3"), None);
     }
 }

@@ -123,3 +123,40 @@ fn a_parked_upload_past_its_window_is_aborted_at_the_next_mount() {
         0
     );
 }
+
+#[test]
+fn an_rsync_rerun_writing_another_temporary_name_resumes_the_parked_upload() {
+    let state = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let data = bytes(11 * PART + MIB, 7);
+    {
+        let fx = Fixture::on(Arc::clone(&store), with_journal(state.path()));
+        interrupt_after(&fx, ".big.bin.Ab12Cd", &data, 9);
+    }
+    let fx = Fixture::on(Arc::clone(&store), with_journal(state.path()));
+    let before = fx.store.count("UploadPart");
+    fx.put(".big.bin.Zy98Xw", &data);
+    assert_eq!(fx.store.count("UploadPart") - before, 3, "parts 2..=10 reused");
+    fx.rename(".big.bin.Zy98Xw", "big.bin").unwrap();
+    assert_eq!(fx.body("big.bin").unwrap(), data);
+    fx.ns.sync_namespace_changes();
+    assert_eq!(fx.store.keys(), vec!["big.bin".to_owned()], "no temporary left");
+    assert!(fx.store.uploads().is_empty());
+}
+
+#[test]
+fn an_upload_parked_in_another_state_directory_is_never_touched() {
+    let mine = tempfile::tempdir().unwrap();
+    let theirs = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let data = bytes(11 * PART, 8);
+    {
+        let fx = Fixture::on(Arc::clone(&store), with_journal(theirs.path()));
+        interrupt_after(&fx, "big", &data, 9);
+    }
+    let fx = Fixture::on(Arc::clone(&store), with_journal(mine.path()));
+    fx.put("big", &data);
+    assert_eq!(fx.store.count("CreateMultipartUpload"), 2, "a new upload");
+    assert_eq!(fx.store.uploads().len(), 1, "theirs is still there");
+    assert_eq!(fx.body("big").unwrap(), data);
+}

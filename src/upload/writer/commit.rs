@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use log::{debug, error, info};
+use log::{debug, error, info, warn};
 
 use super::*;
 use crate::s3::{composite_checksum, crc32c_base64};
@@ -78,7 +78,7 @@ impl ObjectWriter {
             // The object is there but not what we wrote: remove it rather than leave it.
             return Err(upload_error!(
                 "server stored CRC32C {reported}, we sent {checksum}; {}",
-                self.remove_object()
+                self.remove_object(&self.key)
             ));
         }
         self.progress.part_sent();
@@ -120,7 +120,7 @@ impl ObjectWriter {
             let expected = composite_checksum(&uploaded);
             let reported = match crate::s3::retry_within(
                 self.context.retry_budget,
-                || store.complete_multipart_upload(&self.key, &upload_id, &uploaded),
+                || store.complete_multipart_upload(upload.key(), &upload_id, &uploaded),
                 || false,
             ) {
                 Ok(reported) => reported,
@@ -128,7 +128,7 @@ impl ObjectWriter {
                 // was lost, or someone else aborted it (`cleanup`, a lifecycle rule).
                 // Only an object with our checksum proves the first.
                 Err(e) if e.kind == crate::s3::S3ErrorKind::NotFound => {
-                    return match store.head_object(&self.key) {
+                    return match store.head_object(upload.key()) {
                         Ok(Some(info)) if info.checksum_crc32c.as_deref() == Some(&expected) => {
                             if let Some(resume) = &self.context.resume {
                                 resume.journal().remove(&upload_id);
@@ -159,7 +159,7 @@ impl ObjectWriter {
                 // itself must go.
                 return Err(upload_error!(
                     "server reports CRC32C {reported} for the completed object, expected {expected}; {}",
-                    self.remove_object()
+                    self.remove_object(upload.key())
                 ));
             }
             Ok(())
@@ -168,8 +168,18 @@ impl ObjectWriter {
             self.abort_upload(upload);
             return Err(reason);
         }
+        if upload.key() != self.key {
+            // A resumed upload of another temporary name of the same file (rsync):
+            // completed there, it moves to our key by a server-side copy.
+            store
+                .copy(upload.key(), &self.key, Some(&self.headers), parts.size)
+                .map_err(|e| format!("object uploaded, but copying it to its name failed: {e}"))?;
+            if let Err(e) = store.delete_object(upload.key()) {
+                warn!("could not remove {:?} after moving it: {e}", upload.key());
+            }
+        }
         self.verify_size(parts.size, &composite_checksum(&uploaded))?;
-        if upload.headers() != &self.headers {
+        if upload.key() == self.key && upload.headers() != &self.headers {
             // chmod/utimes arrived after CreateMultipartUpload: one copy applies them.
             store
                 .copy(&self.key, &self.key, Some(&self.headers), parts.size)
@@ -196,8 +206,8 @@ impl ObjectWriter {
     }
 
     /// Deletes an object that landed wrong; says what became of it, for the error line.
-    pub(super) fn remove_object(&self) -> String {
-        match self.context.store.delete_object(&self.key) {
+    pub(super) fn remove_object(&self, key: &str) -> String {
+        match self.context.store.delete_object(key) {
             Ok(()) => "object removed".to_owned(),
             Err(e) => format!("removing the object failed too ({e}): delete it by hand"),
         }
@@ -213,7 +223,7 @@ impl ObjectWriter {
                 Err(upload_error!(
                     "completed object has {} bytes, {size} were written; {}",
                     info.size,
-                    self.remove_object()
+                    self.remove_object(&self.key)
                 ))
             }
             Ok(Some(info)) => Err(upload_error!(

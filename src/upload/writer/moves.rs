@@ -27,8 +27,14 @@ impl ObjectWriter {
             return Ok(());
         };
         parts.send_retained_first(&context);
-        match move_parts(&context, &upload, &self.key, &key, &self.headers) {
+        match move_parts(&context, &upload, upload.key(), &key, &self.headers) {
             Ok(moved) => {
+                if upload.key() != self.key
+                    && let Err(e) = context.store.delete_object(upload.key())
+                {
+                    // A resumed upload of another temporary name (rsync) was completed there.
+                    warn!("could not remove {:?} after moving it: {e}", upload.key());
+                }
                 parts.upload = Some(moved);
                 info!(
                     "{:?} renamed to {key:?} while being written: its upload moved there",
