@@ -37,7 +37,11 @@ fn resumes_after_a_kill_at_70_percent(command: &str) {
             .expect("the copy")
     };
 
-    proxy.set_fault(Op::UploadPart, When::Always, Fault::Delay(Duration::from_millis(300)));
+    proxy.set_fault(
+        Op::UploadPart,
+        When::Always,
+        Fault::Delay(Duration::from_millis(300)),
+    );
     let mount = Mount::new(&through, &["--state-dir", &state_dir]);
     let mut first = run(&mount);
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -48,7 +52,11 @@ fn resumes_after_a_kill_at_70_percent(command: &str) {
     mount.kill(libc::SIGKILL);
     let _ = first.wait();
     drop(mount);
-    assert_eq!(client.list_multipart_uploads().len(), 1, "left for the resume");
+    assert_eq!(
+        client.list_multipart_uploads().len(),
+        1,
+        "left for the resume"
+    );
 
     proxy.clear();
     proxy.reset_counters();
@@ -58,7 +66,10 @@ fn resumes_after_a_kill_at_70_percent(command: &str) {
         &[],
     );
     assert!(status.success(), "{stderr}");
-    assert!(stdout.contains("\"parked\"") && stdout.contains("big.bin"), "{stdout}");
+    assert!(
+        stdout.contains("\"parked\"") && stdout.contains("big.bin"),
+        "{stdout}"
+    );
     let second = run(&mount).wait().expect("the copy again");
     assert!(second.success(), "the second run failed\n{}", mount.log());
     let resent: u64 = proxy
@@ -73,10 +84,21 @@ fn resumes_after_a_kill_at_70_percent(command: &str) {
         size / MIB,
         mount.log()
     );
-    assert_eq!(proxy.count(Op::CreateMultipartUpload), 0, "the parked upload was used");
+    assert_eq!(
+        proxy.count(Op::CreateMultipartUpload),
+        0,
+        "the parked upload was used"
+    );
     let stored = client.get("big.bin").expect("the object");
-    assert!(stored == std::fs::read(&file).expect("source"), "byte-identical");
-    assert_eq!(client.list(""), vec!["big.bin".to_owned()], "nothing else left");
+    assert!(
+        stored == std::fs::read(&file).expect("source"),
+        "byte-identical"
+    );
+    assert_eq!(
+        client.list(""),
+        vec!["big.bin".to_owned()],
+        "nothing else left"
+    );
     assert!(client.list_multipart_uploads().is_empty());
     mount.unmount();
 }
@@ -91,4 +113,72 @@ fn a_cp_killed_at_70_percent_resumes_after_a_remount_sending_at_most_40_percent_
 #[test]
 fn an_rsync_killed_at_70_percent_resumes_when_run_again() {
     resumes_after_a_kill_at_70_percent("rsync \"$SRC\" \"$MNT/\"");
+}
+
+/// The network stays down past the retry budget: the copy fails (EIO at close), the
+/// upload is parked (`status` lists it), and the same copy once the network is back
+/// continues it.
+#[test]
+fn an_outage_past_the_retry_budget_parks_the_upload_and_the_next_copy_resumes_it() {
+    let server = S3Server::garage();
+    let client = server.client();
+    let proxy = FaultProxy::start(&server.endpoint());
+    let (through, _env) = via_proxy(&server, &proxy);
+    let source = make_temp_dir("s3upfs-outage-src-");
+    let size = 160 * MIB;
+    let file = source.path().join("big.bin");
+    write_random_file(&file, size, 43);
+    proxy.set_fault(
+        Op::UploadPart,
+        When::Always,
+        Fault::Delay(Duration::from_millis(200)),
+    );
+    let mount = Mount::new(&through, &["--retry-budget", "3s"]);
+    let copy = format!("cp '{}' \"$MNT/big.bin\"", file.display());
+    let mut first = std::process::Command::new("sh")
+        .args(["-c", &copy])
+        .env("MNT", mount.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cp");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while proxy.successes(Op::UploadPart) < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the copy did not get to 10 parts"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    proxy.refuse();
+    let failed = first.wait_with_output().expect("cp");
+    assert!(
+        !failed.status.success(),
+        "the copy must fail during the outage"
+    );
+    let (_, stdout, _) = run_cli(
+        &["status", mount.path().to_str().expect("utf-8"), "--json"],
+        &[],
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(report[0]["parked"][0]["key"], "big.bin", "{stdout}");
+    assert_eq!(
+        client.list_multipart_uploads().len(),
+        1,
+        "parked, not aborted"
+    );
+
+    proxy.accept();
+    proxy.clear();
+    proxy.reset_counters();
+    mount.sh_ok(&copy);
+    let resent: u64 = proxy
+        .records_of(Op::UploadPart)
+        .iter()
+        .map(|r| r.body_len)
+        .sum();
+    assert!(resent < size / 2, "sent {} MiB again", resent / MIB);
+    assert_eq!(proxy.count(Op::CreateMultipartUpload), 0);
+    assert!(client.get("big.bin").expect("object") == std::fs::read(&file).expect("source"));
+    assert!(client.list_multipart_uploads().is_empty());
+    mount.unmount();
 }

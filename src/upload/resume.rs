@@ -189,7 +189,11 @@ mod tests {
         assert_eq!(rsync_temporary("d/.big.bin.a1B2c3"), Some(("d", "big.bin")));
         assert_eq!(rsync_temporary(".x.Zz9999"), Some(("", "x")));
         assert_eq!(rsync_temporary("d/big.bin.a1b2c3"), None, "no leading dot");
-        assert_eq!(rsync_temporary("d/.big.bin.a1b2"), None, "not six characters");
+        assert_eq!(
+            rsync_temporary("d/.big.bin.a1b2"),
+            None,
+            "not six characters"
+        );
         assert_eq!(rsync_temporary("d/.big.bin.a1b2-3"), None);
     }
 }

@@ -136,11 +136,19 @@ fn an_rsync_rerun_writing_another_temporary_name_resumes_the_parked_upload() {
     let fx = Fixture::on(Arc::clone(&store), with_journal(state.path()));
     let before = fx.store.count("UploadPart");
     fx.put(".big.bin.Zy98Xw", &data);
-    assert_eq!(fx.store.count("UploadPart") - before, 3, "parts 2..=10 reused");
+    assert_eq!(
+        fx.store.count("UploadPart") - before,
+        3,
+        "parts 2..=10 reused"
+    );
     fx.rename(".big.bin.Zy98Xw", "big.bin").unwrap();
     assert_eq!(fx.body("big.bin").unwrap(), data);
     fx.ns.sync_namespace_changes();
-    assert_eq!(fx.store.keys(), vec!["big.bin".to_owned()], "no temporary left");
+    assert_eq!(
+        fx.store.keys(),
+        vec!["big.bin".to_owned()],
+        "no temporary left"
+    );
     assert!(fx.store.uploads().is_empty());
 }
 
