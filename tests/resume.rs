@@ -135,7 +135,7 @@ fn an_outage_past_the_retry_budget_parks_the_upload_and_the_next_copy_resumes_it
     );
     let mount = Mount::new(&through, &["--retry-budget", "3s"]);
     let copy = format!("cp '{}' \"$MNT/big.bin\"", file.display());
-    let mut first = std::process::Command::new("sh")
+    let first = std::process::Command::new("sh")
         .args(["-c", &copy])
         .env("MNT", mount.path())
         .stderr(std::process::Stdio::piped())
