@@ -675,3 +675,62 @@ fn files_nobody_uses_leave_the_table_and_still_read_back() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), files);
     mount.unmount();
 }
+
+/// The audit's "rsync loses files under load", as a stress test: `rsync -a` of
+/// /usr/share/doc (thousands of entries in fresh directories) into a new directory,
+/// `S3UPFS_RSYNC_LOOPS` times (default 16), while two busy loops keep the CPUs loaded.
+/// Every run must exit 0 and leave every file; ignored by default (minutes), run with
+/// `cargo nextest run --test namespace --run-ignored only rsync_under`.
+#[test]
+#[ignore]
+fn rsync_under_cpu_load_never_loses_a_file() {
+    let loops: usize = std::env::var("S3UPFS_RSYNC_LOOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let server = S3Server::garage();
+    let mount = Mount::new(&server, &[]);
+    /// Busy loops, killed however the test ends.
+    struct Load(Vec<std::process::Child>);
+    impl Drop for Load {
+        fn drop(&mut self) {
+            for busy in &mut self.0 {
+                let _ = busy.kill();
+                let _ = busy.wait();
+            }
+        }
+    }
+    let load = Load(
+        (0..2)
+            .map(|_| {
+                std::process::Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .expect("busy loop")
+            })
+            .collect(),
+    );
+    let expected = sh("find /usr/share/doc -type f | wc -l");
+    let expected = String::from_utf8_lossy(&expected.stdout).trim().to_owned();
+    let mut failures = Vec::new();
+    for run in 0..loops {
+        let target = mount.join(format!("d{run}"));
+        let out = sh(&format!("rsync -a /usr/share/doc/ {}/", target.display()));
+        let count = sh(&format!("find {} -type f | wc -l", target.display()));
+        let count = String::from_utf8_lossy(&count.stdout).trim().to_owned();
+        eprintln!(
+            "run {run}: rsync {:?}, {count} of {expected} files",
+            out.status.code()
+        );
+        if !out.status.success() || count != expected {
+            failures.push(format!(
+                "run {run}: {:?} {count}/{expected}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    drop(load);
+    assert!(failures.is_empty(), "{failures:#?}");
+    mount.unmount();
+}
