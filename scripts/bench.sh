@@ -9,7 +9,7 @@
 #   --size SIZE  the large file (default 1GiB; 64MiB with --quick), e.g. 512MiB, 2GiB
 #   --repeat N   runs per measurement (default 3; 1 with --quick); the table shows median (min–max)
 #   --only LIST  comma-separated contestants: raw,s3upfs,s3fs,rclone-off,rclone-writes,aws-cli
-#   --workloads LIST  comma-separated: large,parallel,small,scale,files (default: all)
+#   --workloads LIST  comma-separated: large,parallel,small,scale,files,resume (default: all)
 #   --files N    how many files the files workload copies (default 200000; 1000 with --quick)
 #   --no-build   use the binaries already built (cargo's target dir)
 #   --profile P  cargo profile to build and run (default release; the test suite's smoke run
@@ -39,6 +39,9 @@
 #             stay under 100 MiB and the last 10% of files must go as fast as the first 10%
 #             (≥ 0.9×). raw: the same files as PutObjects one at a time, on its own fresh
 #             Garage, for the server's curve (no stat)
+#   resume    s3upfs only: a plain cp of the large file, then the same cp with the daemon
+#             SIGKILLed once S3 has acknowledged 70% of it (`s3upfs status`), a remount and
+#             the cp again: the bytes the second cp sent and its time against the plain cp
 #
 # Contestants without a mount (raw, aws-cli) report their own process's CPU and peak RSS
 # (aws-cli through GNU time; 8 parallel aws processes are summed).
@@ -58,7 +61,7 @@ quick=0
 size_arg=""
 repeat_arg=""
 only="raw,s3upfs,s3fs,rclone-off,rclone-writes,aws-cli"
-workloads="large,parallel,small,scale,files"
+workloads="large,parallel,small,scale,files,resume"
 files_arg=""
 build=1
 profile=release
@@ -130,7 +133,7 @@ has_contestant() { [[ " ${contestants[*]} " == *" $1 "* ]]; }
 IFS=, read -r -a selected_workloads <<<"$workloads"
 for w in "${selected_workloads[@]}"; do
   case "$w" in
-    large | parallel | small | scale | files) ;;
+    large | parallel | small | scale | files | resume) ;;
     *) echo "unknown workload: $w" >&2; exit 2 ;;
   esac
 done
@@ -379,7 +382,7 @@ files_in_dir() { echo $((files_count / files_dirs + ($1 < files_count % files_di
 
 make_sources() {
   local big=$MiB s i sizes=()
-  ! has_workload large || sizes+=("$large_size")
+  if has_workload large || has_workload resume; then sizes+=("$large_size"); fi
   ! has_workload parallel || sizes+=($((parallel_writers * parallel_size)))
   ! has_workload scale || ! has_contestant s3upfs || sizes+=("${scale_sizes[@]}")
   for s in "${sizes[@]}"; do
@@ -390,7 +393,7 @@ make_sources() {
     head -c "$big" >"$work/src/big.bin" || true # openssl dies of SIGPIPE: expected
   [ "$(stat -c %s "$work/src/big.bin")" = "$big" ] || die "generating source data failed"
   slice() { dd if="$work/src/big.bin" of="$2" bs=1M skip=$(($1 / MiB)) count=$(($3 / MiB)) status=none; }
-  if has_workload large; then
+  if has_workload large || has_workload resume; then
     slice 0 "$work/src/large.bin" "$large_size"
     large_md5=$(md5sum <"$work/src/large.bin" | cut -d' ' -f1)
   fi
@@ -531,7 +534,7 @@ mount_contestant() {
     s3upfs)
       "$s3upfs_bin" mount "s3://$S3_BUCKET/" "$mnt" --endpoint-url "$S3_ENDPOINT" --region garage \
         --force-path-style --foreground --part-size "${part_mib}MiB" --max-concurrency "$concurrency" \
-        --max-memory "${max_memory_mib}MiB" </dev/null >"$logf" 2>&1 &
+        --max-memory "${max_memory_mib}MiB" --state-dir "$work/state" </dev/null >>"$logf" 2>&1 &
       ;;
     s3fs)
       # endpoint= is the signing region; multipart_size is in MiB.
@@ -715,6 +718,59 @@ workload_scale() {
     record_peak_rss
     unmount_contestant
   done
+}
+
+# The field of `s3upfs status MNT --json` at a Python path (e.g. '["totals"]["bytes_uploaded"]').
+status_field() {
+  "$s3upfs_bin" status "$mnt" --json 2>/dev/null |
+    python3 -c "import json, sys; r = json.load(sys.stdin)[0]; print(r$1)" 2>/dev/null || echo 0
+}
+
+workload_resume() {
+  local size t0 seconds sent acknowledged
+  size=$(stat -c %s "$work/src/large.bin")
+  mount_contestant s3upfs
+  mkdir -p "$mnt/s3upfs/resume"
+  t0=$(now)
+  cp "$work/src/large.bin" "$mnt/s3upfs/resume/plain.bin" || fail "plain cp failed"
+  record resume s3upfs plain_seconds "$(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')"
+  record resume s3upfs plain_sent "$(status_field '["totals"]["bytes_uploaded"]')"
+  # The same file again, killed at 70%.
+  cp "$work/src/large.bin" "$mnt/s3upfs/resume/big.bin" 2>/dev/null &
+  local cp_pid=$! i
+  for i in $(seq 3000); do
+    acknowledged=$(status_field '["writing"][0]["bytes_acknowledged"] if r["writing"] else 0')
+    [ "$acknowledged" -lt $((size * 7 / 10)) ] || break
+    kill -0 "$cp_pid" 2>/dev/null || fail "the cp ended before 70% could be reached"
+    sleep 0.05
+  done
+  kill -KILL "$daemon_pid"
+  wait "$cp_pid" 2>/dev/null || true
+  detach_mount "$mnt"
+  record resume s3upfs killed_at "$acknowledged"
+  mount_contestant s3upfs
+  t0=$(now)
+  cp "$work/src/large.bin" "$mnt/s3upfs/resume/big.bin" || fail "the cp after the remount failed"
+  seconds=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')
+  sent=$(status_field '["totals"]["bytes_uploaded"]')
+  record resume s3upfs resumed_seconds "$seconds"
+  record resume s3upfs resumed_sent "$sent"
+  verify_md5 s3upfs/resume/big.bin "$large_md5"
+  log "s3upfs/resume: killed at $(mib "$acknowledged") MiB; the cp again sent $(mib "$sent") MiB in $(printf %.2f "$seconds") s"
+  unmount_contestant
+}
+
+# A resume figure with a printf format ("mib_bytes": bytes shown as MiB); "–" when missing.
+resume_value() {
+  first_value resume s3upfs "$1" | awk -v f="$2" '$0 == "–" { printf "–"; next }
+    { if (f == "mib_bytes") printf "%.0f", $0 / 1048576; else printf f, $0 }'
+}
+
+resume_table() {
+  echo "| run | MiB sent | seconds | status |"
+  echo "|---|---|---|---|"
+  echo "| plain cp of $(mib "$large_size") MiB | $(resume_value plain_sent mib_bytes) | $(resume_value plain_seconds %.2f) | $(status_of resume s3upfs) |"
+  echo "| cp again after a kill at $(resume_value killed_at mib_bytes) MiB acknowledged | $(resume_value resumed_sent mib_bytes) | $(resume_value resumed_seconds %.2f) | $(status_of resume s3upfs) |"
 }
 
 workload_small() {
@@ -1103,6 +1159,15 @@ report() {
     echo
     scale_table
   fi
+  if has_workload resume && has_contestant s3upfs; then
+    echo
+    echo "## Resume: cp of $(mib "$large_size") MiB, the daemon killed at 70%, a remount, the same cp"
+    echo
+    echo "MiB sent: bytes S3 acknowledged for the cp, from \`s3upfs status\`; the resumed cp sends"
+    echo "only the parts S3 did not hold (and part 1, kept in memory until completion)."
+    echo
+    resume_table
+  fi
   if [ ${#files_contestants[@]} -gt 0 ]; then
     echo
     echo "## Files: cp -r of $files_count × $((files_size >> 10)) KiB in $files_dirs directories, then find | xargs stat"
@@ -1146,6 +1211,7 @@ main() {
     for c in "${contestants[@]}"; do run_pair "$w" "$c"; done
   done
   if has_workload scale && has_contestant s3upfs; then run_pair scale s3upfs; fi
+  if has_workload resume && has_contestant s3upfs; then run_pair resume s3upfs; fi
   for c in "${files_contestants[@]}"; do
     restart_garage # an empty bucket for each: the curve is the contestant's from 0 objects
     run_pair files "$c"
