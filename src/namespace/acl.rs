@@ -114,16 +114,7 @@ impl Acl {
 
     /// chmod: the owner, mask (or group) and other entries take the new bits.
     pub(crate) fn chmod(&mut self, bits: u32) {
-        let group_tag = if self.has(MASK) { MASK } else { GROUP_OBJ };
-        for e in &mut self.0 {
-            let shift = match e.tag {
-                USER_OBJ => 6,
-                OTHER => 0,
-                tag if tag == group_tag => 3,
-                _ => continue,
-            };
-            e.perm = ((bits >> shift) & 7) as u16;
-        }
+        self.each_class(bits, |entry, class| entry.perm = class);
     }
 
     /// The access ACL and permission bits of a name made with `mode` under a
@@ -131,18 +122,24 @@ impl Acl {
     /// allows it.
     pub(crate) fn inherit(&self, mode: u32) -> (Self, u32) {
         let mut inherited = self.clone();
+        inherited.each_class(mode, |entry, class| entry.perm &= class);
+        let bits = inherited.mode_bits();
+        (inherited, bits)
+    }
+
+    /// Calls `f` with the owner, mask (or, without one, group) and other entries and
+    /// the bits of `mode` for that class.
+    fn each_class(&mut self, mode: u32, mut f: impl FnMut(&mut Entry, u16)) {
         let group_tag = if self.has(MASK) { MASK } else { GROUP_OBJ };
-        for e in &mut inherited.0 {
-            let shift = match e.tag {
+        for entry in &mut self.0 {
+            let shift = match entry.tag {
                 USER_OBJ => 6,
                 OTHER => 0,
                 tag if tag == group_tag => 3,
                 _ => continue,
             };
-            e.perm &= ((mode >> shift) & 7) as u16;
+            f(entry, ((mode >> shift) & 7) as u16);
         }
-        let bits = inherited.mode_bits();
-        (inherited, bits)
     }
 
     fn has(&self, tag: u16) -> bool {
