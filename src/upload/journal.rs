@@ -68,13 +68,17 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    /// Opens (creating, owner-only) `state_dir/uploads`.
+    /// The journal in `state_dir/uploads`, made (owner-only) by its first entry: a
+    /// mount that never starts a multipart upload leaves nothing behind.
     pub(crate) fn open(state_dir: &Path, bucket: &str, part_size: u64) -> std::io::Result<Self> {
-        let dir = state_dir.join("uploads");
-        std::fs::create_dir_all(&dir)?;
-        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))?;
+        if state_dir.exists() && !state_dir.is_dir() {
+            return Err(std::io::Error::other(format!(
+                "{} is not a directory",
+                state_dir.display()
+            )));
+        }
         Ok(Self {
-            dir,
+            dir: state_dir.join("uploads"),
             bucket: bucket.to_owned(),
             part_size,
         })
@@ -105,6 +109,12 @@ impl Journal {
             created: now_seconds(),
         };
         let json = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
+        if !self.dir.is_dir() {
+            std::fs::create_dir_all(&self.dir)?;
+            if let Some(state_dir) = self.dir.parent() {
+                std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))?;
+            }
+        }
         let path = self.path_of(upload_id);
         let temporary = path.with_extension("tmp");
         let mut file = std::fs::File::create(&temporary)?;
