@@ -305,9 +305,12 @@ pub(crate) fn run(config: MountConfig) -> Result<(), String> {
             None
         }
     };
+    // The mount is up and reported so: a port in use costs the metrics, not the mount.
     if let Some(addr) = config.metrics_addr {
-        crate::status::server::serve_metrics(addr, reporter)?;
-        info!("Prometheus metrics on http://{addr}/metrics");
+        match crate::status::server::serve_metrics(addr, reporter) {
+            Ok(()) => info!("Prometheus metrics on http://{addr}/metrics"),
+            Err(e) => log::error!("{e}; the mount goes on without metrics"),
+        }
     }
     info!("mounted on {}", config.mountpoint.display());
     let mountpoint = config.mountpoint.clone();
@@ -497,8 +500,26 @@ fn prepare(config: &MountConfig) -> Result<Prepared, String> {
 
     let resume = match config.resume_window {
         Some(window) if !config.read_only => {
-            match Journal::open(&config.state_dir, &bucket, config.schedule.part_size(1)) {
-                Ok(journal) => Some(Resume::load(journal, window, client.as_ref())),
+            // What the journal belongs to: the same bucket through another endpoint
+            // (or another --local directory) is another source.
+            let source = match &config.source {
+                Source::Bucket { .. } => format!(
+                    "{}|{bucket}|{prefix}",
+                    config.endpoint_url.as_deref().unwrap_or("aws")
+                ),
+                Source::Local(dir) => format!("local|{}", dir.display()),
+            };
+            match Journal::open(
+                &config.state_dir,
+                &source,
+                &bucket,
+                config.schedule.part_size(1),
+            ) {
+                Ok(journal) => Some(Resume::load(
+                    journal,
+                    window,
+                    Arc::clone(&client) as Arc<dyn ObjectStore>,
+                )),
                 Err(e) => {
                     warn!(
                         "no resume journal in {} ({e}): interrupted uploads are aborted, not parked",

@@ -202,10 +202,12 @@ impl Namespace {
         umask: u32,
         kind: Kind,
     ) -> FsResult<(u32, Option<Arc<ObjectHeaders>>)> {
+        // From the headers the table holds (the path walk to `parent` loaded them): no
+        // request per new name, and no failure of create for a network error here.
         let default = if parent == ROOT_INO {
             None
         } else {
-            self.xattrs_of(parent)?.remove(DEFAULT)
+            self.known_xattrs(parent).remove(DEFAULT)
         };
         let Some(Ok(default)) = default.map(|v| Acl::parse(&v)) else {
             return Ok((mode & !umask & 0o7777, None));

@@ -128,7 +128,7 @@ impl Namespace {
                             debug!("forgot {pruned} listed names nobody looked up");
                         }
                         if let Some(resume) = &namespace.uploads.resume {
-                            resume.expire(namespace.store.as_ref());
+                            resume.expire();
                         }
                         let let_go = namespace.let_go_of_idle();
                         if let_go > 0 {

@@ -96,7 +96,7 @@ fn describe(report: &Report) -> String {
         report.mountpoint,
         report.source,
         report.pid,
-        HumanDuration(Duration::from_secs_f64(totals.seconds)),
+        HumanDuration(Duration::try_from_secs_f64(totals.seconds).unwrap_or_default()),
         HumanBytes(totals.bytes_uploaded),
         totals.objects_uploaded,
         HumanBytes(totals.bytes_per_second),

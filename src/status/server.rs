@@ -72,7 +72,8 @@ pub(crate) fn serve_metrics(addr: std::net::SocketAddr, reporter: Reporter) -> R
                     let body = super::metrics::encode(&reporter());
                     let content_type = tiny_http::Header::from_bytes(
                         &b"Content-Type"[..],
-                        &b"text/plain; version=0.0.4; charset=utf-8"[..],
+                        // prometheus-client writes the OpenMetrics text format.
+                        &b"application/openmetrics-text; version=1.0.0; charset=utf-8"[..],
                     )
                     .ok();
                     let mut response = tiny_http::Response::from_string(body);

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -59,35 +59,100 @@ pub(crate) fn now_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The journal directory of one mount's bucket (shared state dirs hold several).
+/// The journal of one source (endpoint, bucket and prefix): its own directory below
+/// `state_dir/uploads`, locked (flock) by the mount using it, so two mounts never share
+/// one and a mount never reads another's entries.
 #[derive(Debug)]
 pub(crate) struct Journal {
     dir: PathBuf,
     bucket: String,
     part_size: u64,
+    /// The lock on `dir/lock`, taken when the directory is first used.
+    lock: std::sync::Mutex<Option<std::fs::File>>,
+}
+
+/// Takes `dir/lock` for this process (creating it), or says that it is held.
+fn take_lock(dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is in use by another mount of the same source",
+            dir.display()
+        )));
+    }
+    Ok(file)
 }
 
 impl Journal {
-    /// The journal in `state_dir/uploads`, made (owner-only) by its first entry: a
-    /// mount that never starts a multipart upload leaves nothing behind.
-    pub(crate) fn open(state_dir: &Path, bucket: &str, part_size: u64) -> std::io::Result<Self> {
+    /// The journal of `source` (endpoint, bucket and prefix, as one string) in
+    /// `state_dir/uploads/BUCKET-HASH`, made owner-only by its first entry (a mount that
+    /// never starts a multipart upload leaves nothing behind). Fails when another live
+    /// mount of the same source holds it.
+    pub(crate) fn open(
+        state_dir: &Path,
+        source: &str,
+        bucket: &str,
+        part_size: u64,
+    ) -> std::io::Result<Self> {
         if state_dir.exists() && !state_dir.is_dir() {
             return Err(std::io::Error::other(format!(
                 "{} is not a directory",
                 state_dir.display()
             )));
         }
+        let name: String = bucket
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+            .take(63)
+            .collect();
+        let dir = state_dir
+            .join("uploads")
+            .join(format!("{name}-{:08x}", crc32c::crc32c(source.as_bytes())));
+        let lock = if dir.is_dir() {
+            Some(take_lock(&dir)?)
+        } else {
+            None
+        };
         Ok(Self {
-            dir: state_dir.join("uploads"),
+            dir,
             bucket: bucket.to_owned(),
             part_size,
+            lock: std::sync::Mutex::new(lock),
         })
     }
 
+    /// Creates the directory (owner-only) and takes its lock, once.
+    fn ensure_dir(&self) -> std::io::Result<()> {
+        let mut lock = self
+            .lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if lock.is_none() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)?;
+            *lock = Some(take_lock(&self.dir)?);
+        }
+        Ok(())
+    }
+
+    /// An upload id's file: its hash, then as much of it as a file name holds.
     fn path_of(&self, upload_id: &str) -> PathBuf {
+        let readable: String = utf8_percent_encode(upload_id, NON_ALPHANUMERIC)
+            .to_string()
+            .chars()
+            .take(100)
+            .collect();
         self.dir.join(format!(
-            "{}.json",
-            utf8_percent_encode(upload_id, NON_ALPHANUMERIC)
+            "{:08x}-{readable}.json",
+            crc32c::crc32c(upload_id.as_bytes())
         ))
     }
 
@@ -109,12 +174,7 @@ impl Journal {
             created: now_seconds(),
         };
         let json = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
-        if !self.dir.is_dir() {
-            std::fs::create_dir_all(&self.dir)?;
-            if let Some(state_dir) = self.dir.parent() {
-                std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))?;
-            }
-        }
+        self.ensure_dir()?;
         let path = self.path_of(upload_id);
         let temporary = path.with_extension("tmp");
         let mut file = std::fs::File::create(&temporary)?;
@@ -168,11 +228,16 @@ mod tests {
             metadata: HashMap::from([("mode".to_owned(), "33188".to_owned())]),
             content_type: Some("text/plain".to_owned()),
         };
-        let journal = Journal::open(dir.path(), "b", 8 << 20).unwrap();
+        let journal = Journal::open(dir.path(), "e|b|", "b", 8 << 20).unwrap();
         journal.record("k", "id/1+x", &headers).unwrap();
-        let other = Journal::open(dir.path(), "other", 8 << 20).unwrap();
+        let other = Journal::open(dir.path(), "e|other|", "other", 8 << 20).unwrap();
         other.record("k", "id2", &headers).unwrap();
-        let again = Journal::open(dir.path(), "b", 8 << 20).unwrap();
+        assert!(
+            Journal::open(dir.path(), "e|b|", "b", 8 << 20).is_err(),
+            "a second live mount of the same source cannot share it"
+        );
+        drop(journal);
+        let again = Journal::open(dir.path(), "e|b|", "b", 8 << 20).unwrap();
         let entries = again.entries();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].upload_id, "id/1+x");

@@ -206,8 +206,12 @@ impl MultipartUpload {
             {
                 progress.parked = true;
                 drop(progress);
-                resume.park(&self.key, &id);
-                return;
+                if resume.park(&self.key, &id) {
+                    return;
+                }
+                // Not in the journal: nothing could resume it, so it is aborted.
+                progress = self.progress();
+                progress.parked = false;
             }
             let first = !progress.aborted;
             progress.aborted = true;

@@ -28,6 +28,7 @@ pub(crate) struct Resume {
     journal: Journal,
     window: Duration,
     parked: Mutex<HashMap<String, Entry>>,
+    store: Arc<dyn ObjectStore>,
 }
 
 /// A parked upload as `status` shows it.
@@ -41,15 +42,20 @@ pub(crate) struct ParkedSnapshot {
 
 impl Resume {
     /// The journal's uploads: those older than `window` are aborted now, the rest parked.
-    pub(crate) fn load(journal: Journal, window: Duration, store: &dyn ObjectStore) -> Arc<Self> {
+    pub(crate) fn load(
+        journal: Journal,
+        window: Duration,
+        store: Arc<dyn ObjectStore>,
+    ) -> Arc<Self> {
         let resume = Arc::new(Self {
             journal,
             window,
             parked: Mutex::new(HashMap::new()),
+            store: Arc::clone(&store),
         });
         for entry in resume.journal.entries() {
             if entry.expired(window) {
-                resume.abort(store, &entry, "its resume window passed");
+                resume.abort(&entry, "its resume window passed");
                 continue;
             }
             // A daemon that died leaves every upload it had started; only those with
@@ -69,7 +75,7 @@ impl Resume {
                 }
             };
             if !resume.parks(parts) {
-                resume.abort(store, &entry, "too few parts in S3 to be worth resuming");
+                resume.abort(&entry, "too few parts in S3 to be worth resuming");
             } else {
                 info!(
                     "parked upload of {:?} ({}) found: writing the file again resumes it",
@@ -97,20 +103,26 @@ impl Resume {
     }
 
     /// Parks a stopped upload: its journal entry stays, and a rewrite of `key` finds it.
-    pub(crate) fn park(&self, key: &str, upload_id: &str) {
-        if let Some(entry) = self
+    /// False when the journal does not know it (its entry could not be written, or a
+    /// rename made it): the caller aborts it then.
+    pub(crate) fn park(&self, key: &str, upload_id: &str) -> bool {
+        let Some(entry) = self
             .journal
             .entries()
             .into_iter()
             .find(|e| e.upload_id == upload_id)
-        {
-            info!(
-                "parked the upload of {key:?} ({upload_id}) for {} s: writing it again resumes it",
-                self.window.as_secs()
-            );
-            // A parked upload it replaces under the same key is aborted when it expires.
-            self.parked().insert(key.to_owned(), entry);
+        else {
+            return false;
+        };
+        info!(
+            "parked the upload of {key:?} ({upload_id}) for {} s: writing it again resumes it",
+            self.window.as_secs()
+        );
+        let replaced = self.parked().insert(key.to_owned(), entry);
+        if let Some(older) = replaced.filter(|older| older.upload_id != upload_id) {
+            self.abort(&older, "a newer upload of the same key was parked");
         }
+        true
     }
 
     /// The parked upload of `key`, now owned by the caller (a rewrite resuming it).
@@ -128,12 +140,20 @@ impl Resume {
             .keys()
             .find(|other| rsync_temporary(other) == Some(wanted))?
             .clone();
+        // Completing it lands on the sibling's key: only if nothing is there (it is a
+        // temporary name nobody finished, not a file that happens to look like one).
+        if !matches!(self.store.head_object(&sibling), Ok(None)) {
+            return None;
+        }
         parked.remove(&sibling)
     }
 
     /// Aborts a parked upload that cannot be used, and forgets it.
-    pub(crate) fn abort(&self, store: &dyn ObjectStore, entry: &Entry, why: &str) {
-        match store.abort_multipart_upload(&entry.key, &entry.upload_id) {
+    pub(crate) fn abort(&self, entry: &Entry, why: &str) {
+        match self
+            .store
+            .abort_multipart_upload(&entry.key, &entry.upload_id)
+        {
             Ok(()) => {
                 info!("aborted the parked upload of {:?} ({why})", entry.key);
                 self.journal.remove(&entry.upload_id);
@@ -149,7 +169,7 @@ impl Resume {
     }
 
     /// Aborts the parked uploads whose window has passed (the sweep calls it).
-    pub(crate) fn expire(&self, store: &dyn ObjectStore) {
+    pub(crate) fn expire(&self) {
         let expired: Vec<Entry> = {
             let mut parked = self.parked();
             let keys: Vec<String> = parked
@@ -160,7 +180,7 @@ impl Resume {
             keys.iter().filter_map(|k| parked.remove(k)).collect()
         };
         for entry in expired {
-            self.abort(store, &entry, "its resume window passed");
+            self.abort(&entry, "its resume window passed");
         }
     }
 

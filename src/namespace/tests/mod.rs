@@ -106,8 +106,13 @@ impl Fixture {
             4,
             options.retry_budget,
             options.state_dir.as_ref().map(|dir| {
-                let journal = Journal::open(dir, "bucket", schedule.part_size(1)).expect("journal");
-                Resume::load(journal, Duration::from_secs(86_400), store.as_ref())
+                let journal =
+                    Journal::open(dir, "bucket", "bucket", schedule.part_size(1)).expect("journal");
+                Resume::load(
+                    journal,
+                    Duration::from_secs(86_400),
+                    Arc::clone(&store) as Arc<dyn ObjectStore>,
+                )
             }),
         )
         .expect("upload pool");

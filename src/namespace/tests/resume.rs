@@ -5,6 +5,20 @@ use super::*;
 
 const PART: usize = 5 * MIB;
 
+/// The journal entries under a state directory (each source has its own folder).
+fn journal_entries(state: &std::path::Path) -> usize {
+    let Ok(sources) = std::fs::read_dir(state.join("uploads")) else {
+        return 0;
+    };
+    sources
+        .flatten()
+        .filter_map(|source| std::fs::read_dir(source.path()).ok())
+        .flatten()
+        .flatten()
+        .filter(|file| file.path().extension().is_some_and(|e| e == "json"))
+        .count()
+}
+
 fn with_journal(dir: &std::path::Path) -> Options {
     Options {
         state_dir: Some(dir.to_path_buf()),
@@ -55,9 +69,7 @@ fn a_rewrite_after_an_interruption_sends_only_what_s3_lacks_and_completes_the_sa
     );
     assert!(fx.store.uploads().is_empty());
     assert_eq!(
-        std::fs::read_dir(state.path().join("uploads"))
-            .unwrap()
-            .count(),
+        journal_entries(state.path()),
         0,
         "the journal entry goes at Complete"
     );
@@ -90,12 +102,7 @@ fn an_upload_of_fewer_than_8_parts_is_aborted_not_parked() {
     let data = bytes(5 * PART + MIB, 5);
     interrupt_after(&fx, "small", &data, 3);
     eventually("the upload is aborted", || fx.store.uploads().is_empty());
-    assert_eq!(
-        std::fs::read_dir(state.path().join("uploads"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(journal_entries(state.path()), 0);
 }
 
 #[test]
@@ -108,20 +115,24 @@ fn a_parked_upload_past_its_window_is_aborted_at_the_next_mount() {
         interrupt_after(&fx, "big", &data, 9);
     }
     assert_eq!(store.uploads().len(), 1);
-    let journal = Journal::open(state.path(), "bucket", PART as u64).unwrap();
-    let resume = Resume::load(journal, Duration::ZERO, store.as_ref());
+    let journal = Journal::open(state.path(), "bucket", "bucket", PART as u64).unwrap();
+    let resume = Resume::load(
+        journal,
+        Duration::ZERO,
+        Arc::clone(&store) as Arc<dyn ObjectStore>,
+    );
     // Created this second: a zero window has passed only once a second has gone by.
     std::thread::sleep(Duration::from_millis(1100));
-    resume.expire(store.as_ref());
-    let journal = Journal::open(state.path(), "bucket", PART as u64).unwrap();
-    let _ = Resume::load(journal, Duration::ZERO, store.as_ref());
-    assert!(store.uploads().is_empty(), "aborted");
-    assert_eq!(
-        std::fs::read_dir(state.path().join("uploads"))
-            .unwrap()
-            .count(),
-        0
+    resume.expire();
+    drop(resume);
+    let journal = Journal::open(state.path(), "bucket", "bucket", PART as u64).unwrap();
+    let _ = Resume::load(
+        journal,
+        Duration::ZERO,
+        Arc::clone(&store) as Arc<dyn ObjectStore>,
     );
+    assert!(store.uploads().is_empty(), "aborted");
+    assert_eq!(journal_entries(state.path()), 0);
 }
 
 #[test]
@@ -167,4 +178,23 @@ fn an_upload_parked_in_another_state_directory_is_never_touched() {
     assert_eq!(fx.store.count("CreateMultipartUpload"), 2, "a new upload");
     assert_eq!(fx.store.uploads().len(), 1, "theirs is still there");
     assert_eq!(fx.body("big").unwrap(), data);
+}
+
+#[test]
+fn an_empty_file_written_under_a_parked_key_is_put_and_the_parked_upload_aborted() {
+    let state = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let data = bytes(11 * PART, 9);
+    {
+        let fx = Fixture::on(Arc::clone(&store), with_journal(state.path()));
+        interrupt_after(&fx, "big", &data, 9);
+    }
+    let fx = Fixture::on(Arc::clone(&store), with_journal(state.path()));
+    // touch, or dd's first close of a duplicate: nothing written.
+    let (_, fh) = fx.create("big");
+    fx.close(fh).unwrap();
+    assert_eq!(fx.body("big").unwrap(), b"");
+    eventually("the parked upload is aborted", || {
+        fx.store.uploads().is_empty()
+    });
 }

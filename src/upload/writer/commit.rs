@@ -56,6 +56,9 @@ impl ObjectWriter {
     }
 
     pub(super) fn put_single(&self, mut parts: Parts) -> Result<u32, UploadError> {
+        if let (Some(entry), Some(resume)) = (parts.unused_parked(), &self.context.resume) {
+            resume.abort(&entry, "the file was written again as a single part");
+        }
         let body = parts
             .current
             .take()
@@ -194,7 +197,7 @@ impl ObjectWriter {
             Some(aborter) => upload.abort(&aborter),
             None => {
                 if let Some(id) = upload.upload_id()
-                    && let Err(e) = self.context.store.abort_multipart_upload(&self.key, &id)
+                    && let Err(e) = self.context.store.abort_multipart_upload(upload.key(), &id)
                 {
                     error!(
                         "could not abort the upload of {:?} at shutdown: {e}",
@@ -269,9 +272,17 @@ impl ObjectWriter {
         if let State::Failed(reason) = &next {
             self.report_failure(reason);
         }
-        if let State::Writing(parts) = std::mem::replace(&mut self.state, next)
-            && let Some(upload) = parts.upload
-        {
+        let Some(mut parts) = (match std::mem::replace(&mut self.state, next) {
+            State::Writing(parts) => Some(parts),
+            _ => None,
+        }) else {
+            return;
+        };
+        if let (Some(entry), Some(resume)) = (parts.unused_parked(), &self.context.resume) {
+            // Taken for a rewrite that stopped before its first part: parked again.
+            resume.park(&entry.key, &entry.upload_id);
+        }
+        if let Some(upload) = parts.upload {
             // No wait for parts in flight: a stop must never hang (the server may not
             // answer); the pool repeats the abort once they are done.
             upload.fail(upload_error!("aborted: {why}"));

@@ -385,11 +385,7 @@ impl ObjectWriter {
                 return Ok(false);
             };
             parts.filling = full.number + 1;
-            let upload = Arc::clone(
-                parts
-                    .upload
-                    .get_or_insert_with(|| MultipartUpload::new(key, headers, progress)),
-            );
+            let upload = parts.upload_for(key, headers, &progress);
             if full.number == 1 {
                 parts.retained_first = Some(full);
             } else {

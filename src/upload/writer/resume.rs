@@ -20,6 +20,10 @@ use crate::upload::journal::Entry;
 pub(super) struct Reuse {
     listed: HashMap<u32, UploadedPart>,
     mismatched: bool,
+    /// The parked upload until the first part goes out: a file that ends within one
+    /// part (an empty `touch`, dd's first close) is put whole, and the parked upload
+    /// is then aborted, not completed empty.
+    pub(super) parked: Option<Entry>,
 }
 
 impl Reuse {
@@ -53,7 +57,7 @@ impl ObjectWriter {
         if let Err(why) = writer.take_over(&entry)
             && let Some(resume) = &context.resume
         {
-            resume.abort(context.store.as_ref(), &entry, &why);
+            resume.abort(&entry, &why);
         }
         writer
     }
@@ -83,22 +87,42 @@ impl ObjectWriter {
             entry.upload_id,
             listed.len()
         );
-        parts.upload = Some(MultipartUpload::resumed(
-            entry.key.clone(),
-            entry.headers(),
-            entry.upload_id.clone(),
-            Vec::new(),
-            Arc::clone(&self.progress),
-        ));
         parts.reuse = Some(Box::new(Reuse {
             listed: listed.into_iter().map(|p| (p.part_number, p)).collect(),
             mismatched: false,
+            parked: Some(entry.clone()),
         }));
         Ok(())
     }
 }
 
 impl Parts {
+    /// The upload parts go to: the parked one this write resumes, or a new one.
+    pub(super) fn upload_for(
+        &mut self,
+        key: String,
+        headers: ObjectHeaders,
+        progress: &Arc<crate::upload::progress::FileProgress>,
+    ) -> Arc<MultipartUpload> {
+        let parked = self.reuse.as_mut().and_then(|reuse| reuse.parked.take());
+        Arc::clone(self.upload.get_or_insert_with(|| match parked {
+            Some(entry) => MultipartUpload::resumed(
+                entry.key.clone(),
+                entry.headers(),
+                entry.upload_id,
+                Vec::new(),
+                Arc::clone(progress),
+            ),
+            None => MultipartUpload::new(key, headers, Arc::clone(progress)),
+        }))
+    }
+
+    /// The parked upload this write took and never used (it ended within one part, or
+    /// stopped before its first part went out).
+    pub(super) fn unused_parked(&mut self) -> Option<Entry> {
+        self.reuse.as_mut().and_then(|reuse| reuse.parked.take())
+    }
+
     /// Sends a full part, or adopts the parked upload's identical part instead.
     pub(super) fn send_part(
         &mut self,
