@@ -58,8 +58,12 @@ fn status_shows_a_slow_upload_progressing_then_gone_after_close_and_watch_draws_
     }
     writer.join().expect("writer").expect("write");
     let distinct: std::collections::BTreeSet<u64> = acknowledged.iter().copied().collect();
+    // Parts are acknowledged in rounds of up to 8: at least one sample between none
+    // and all of the file, and never a step back.
     assert!(
-        distinct.len() >= 3 && acknowledged.windows(2).all(|w| w[0] <= w[1]),
+        distinct.len() >= 2
+            && acknowledged.iter().any(|&a| a > 0 && a < 48 << 20)
+            && acknowledged.windows(2).all(|w| w[0] <= w[1]),
         "bytes acknowledged must grow while the upload runs: {acknowledged:?}"
     );
     let report = status_of(&mount);
