@@ -148,8 +148,9 @@ impl Resume {
         parked.remove(&sibling)
     }
 
-    /// Aborts a parked upload that cannot be used, and forgets it.
-    pub(crate) fn abort(&self, entry: &Entry, why: &str) {
+    /// Aborts a parked upload that cannot be used, and forgets it; false when the
+    /// abort failed (the journal keeps it, so it is tried again).
+    pub(crate) fn abort(&self, entry: &Entry, why: &str) -> bool {
         match self
             .store
             .abort_multipart_upload(&entry.key, &entry.upload_id)
@@ -157,14 +158,19 @@ impl Resume {
             Ok(()) => {
                 info!("aborted the parked upload of {:?} ({why})", entry.key);
                 self.journal.remove(&entry.upload_id);
+                true
             }
             Err(e) if e.kind == crate::s3::S3ErrorKind::NotFound => {
                 self.journal.remove(&entry.upload_id);
+                true
             }
-            Err(e) => warn!(
-                "could not abort the parked upload of {:?} ({e}); the next mount tries again",
-                entry.key
-            ),
+            Err(e) => {
+                warn!(
+                    "could not abort the parked upload of {:?} ({e}); trying again later",
+                    entry.key
+                );
+                false
+            }
         }
     }
 
@@ -180,7 +186,10 @@ impl Resume {
             keys.iter().filter_map(|k| parked.remove(k)).collect()
         };
         for entry in expired {
-            self.abort(&entry, "its resume window passed");
+            if !self.abort(&entry, "its resume window passed") {
+                // The server did not answer: the next sweep tries again.
+                self.parked().entry(entry.key.clone()).or_insert(entry);
+            }
         }
     }
 
