@@ -750,7 +750,7 @@ workload_resume() {
   wait "$cp_pid" 2>/dev/null || true
   detach_mount "$mnt"
   record resume s3upfs killed_at "$acknowledged"
-  ls "$work/state/uploads/"*.json >/dev/null 2>&1 || fail "the cp completed before the kill"
+  ls "$work/state/uploads/"*/*.json >/dev/null 2>&1 || fail "the cp completed before the kill"
   mount_contestant s3upfs
   t0=$(now)
   cp "$work/src/large.bin" "$mnt/s3upfs/resume/big.bin" || fail "the cp after the remount failed"
