@@ -200,7 +200,12 @@ fn an_outage_past_the_retry_budget_parks_the_upload_and_the_next_copy_resumes_it
         .iter()
         .map(|r| r.body_len)
         .sum();
-    assert!(resent < size / 2, "sent {} MiB again", resent / MIB);
+    // At least parts 2..=10 were in S3 when the outage began: none is sent again.
+    assert!(
+        resent <= size - 9 * 8 * MIB,
+        "sent {} MiB again",
+        resent / MIB
+    );
     assert_eq!(proxy.count(Op::CreateMultipartUpload), 0);
     assert!(client.get("big.bin").expect("object") == std::fs::read(&file).expect("source"));
     assert!(client.list_multipart_uploads().is_empty());
