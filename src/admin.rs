@@ -40,7 +40,7 @@ pub(crate) fn lifecycle(connection: &Connection, days: i32) -> Result<(), String
 
 /// A store for an admin command, with the bucket proven usable, and the runtime that
 /// drives its requests.
-fn connect_checked(
+pub(crate) fn connect_checked(
     connection: &Connection,
     prefix: &str,
 ) -> Result<(tokio::runtime::Runtime, Arc<SdkStore>), String> {

@@ -49,6 +49,23 @@ enum Command {
     Lifecycle(LifecycleArgs),
     /// Show what this user's mounts (or the one at MOUNTPOINT) are uploading.
     Status(StatusArgs),
+    /// Compare a local tree with its backup (s3://BUCKET[/PREFIX/] or a mount) by
+    /// checksums, with HEADs only; exit status 1 unless every file matches.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    #[arg(value_name = "LOCAL")]
+    local: PathBuf,
+    /// s3://BUCKET[/PREFIX/], or the directory in a mount that holds the backup.
+    #[arg(value_name = "TARGET")]
+    target: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: ConnectionArgs,
 }
 
 #[derive(Args, Debug)]
@@ -181,6 +198,10 @@ struct MountArgs {
     /// Size of the first parts of a multipart upload (min 5MiB; later parts grow).
     #[arg(long, value_name = "SIZE")]
     part_size: Option<String>,
+    /// Parts per tier of equal size before the part size doubles (default 500); for
+    /// tests that need a grown part in a small file.
+    #[arg(long, value_name = "N", hide = true)]
+    parts_per_tier: Option<u32>,
     /// Part uploads in flight at once, for the whole mount.
     #[arg(long, value_name = "N")]
     max_concurrency: Option<usize>,
@@ -359,7 +380,10 @@ fn resolve(mut args: MountArgs) -> Result<MountConfig, String> {
         .transpose()
         .map_err(|e| format!("--max-memory: {e}"))?
         .unwrap_or(DEFAULT_MAX_MEMORY);
-    let schedule = PartSchedule::new(part_size, max_memory)?;
+    let mut schedule = PartSchedule::new(part_size, max_memory)?;
+    if let Some(parts) = args.parts_per_tier {
+        schedule = schedule.with_parts_per_tier(parts);
+    }
     let max_concurrency = args.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
     if max_concurrency == 0 || max_concurrency > 1024 {
         return Err(format!(
@@ -513,6 +537,14 @@ pub fn main() -> i32 {
     };
     match cli.command {
         Command::Cleanup(args) => report(run_cleanup(&args)),
+        Command::Verify(args) => match run_verify(&args) {
+            Ok(true) => 0,
+            Ok(false) => 1,
+            Err(message) => {
+                eprintln!("s3upfs: {message}");
+                2
+            }
+        },
         Command::Lifecycle(args) => report(run_lifecycle(&args)),
         Command::Status(args) => report(crate::status::client::run(
             args.mountpoint.as_deref(),
@@ -551,6 +583,20 @@ fn run_cleanup(args: &CleanupArgs) -> Result<(), String> {
     let (bucket, prefix) = parse_s3_url(&args.source)?;
     let connection = args.connection.connection(&bucket)?;
     crate::admin::cleanup(&connection, &prefix, older_than, args.dry_run)
+}
+
+fn run_verify(args: &VerifyArgs) -> Result<bool, String> {
+    let target = match args.target.starts_with("s3://") {
+        true => {
+            let (bucket, prefix) = parse_s3_url(&args.target)?;
+            crate::verify::Target::Bucket {
+                connection: args.connection.connection(&bucket)?,
+                prefix,
+            }
+        }
+        false => crate::verify::Target::Mount(PathBuf::from(&args.target)),
+    };
+    crate::verify::run(&args.local, target, args.json)
 }
 
 fn run_lifecycle(args: &LifecycleArgs) -> Result<(), String> {

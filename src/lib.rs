@@ -31,3 +31,4 @@ mod s3;
 mod size;
 mod status;
 mod upload;
+mod verify;

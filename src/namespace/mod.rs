@@ -55,6 +55,7 @@ use deletes::DeferredDeletes;
 use files::{ActiveWrite, OpenFile};
 pub(crate) use inode::Kind;
 use inode::{Inode, InodeTable, ROOT_INO};
+pub(crate) use xattr::CHECKSUM;
 
 pub(crate) use error::{FsError, FsResult};
 pub(crate) use progress::MountStatus;

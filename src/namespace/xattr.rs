@@ -18,6 +18,12 @@ use super::acl;
 use super::*;
 use crate::s3::ObjectHeaders;
 
+/// The read-only attribute showing the object's CRC32C (of its bytes, as S3 keeps it
+/// for what we write), so `getfattr` and `s3upfs verify` compare without a download.
+pub(crate) const CHECKSUM: &str = "user.s3upfs.crc32c";
+/// Our own computed attributes: not stored, not settable, not listed (so `rsync -X`
+/// and `cp --preserve=all` do not carry them elsewhere).
+const OWN: &str = "user.s3upfs.";
 /// The metadata name (without `x-amz-meta-`) holding all extended attributes.
 const HEADER: &str = "xattr";
 /// Room for the encoded attributes: S3's 2 KB of user metadata, less what ours take.
@@ -99,9 +105,23 @@ fn name_of(name: &std::ffi::OsStr) -> FsResult<&str> {
         })
 }
 
+/// EPERM for our own attributes: they are computed, not stored.
+fn own_is_read_only(name: &str) -> FsResult<&str> {
+    if name.starts_with(OWN) {
+        return Err(FsError::new(
+            libc::EPERM,
+            format!("{name} is computed by s3upfs and cannot be set or removed: EPERM"),
+        ));
+    }
+    Ok(name)
+}
+
 impl Namespace {
     pub(crate) fn getxattr(&self, ino: u64, name: &std::ffi::OsStr) -> FsResult<Vec<u8>> {
         let name = name_of(name)?;
+        if name == CHECKSUM {
+            return self.object_checksum(ino);
+        }
         self.xattrs_of(ino)?
             .remove(name)
             .ok_or_else(|| libc::ENODATA.into())
@@ -125,7 +145,7 @@ impl Namespace {
         flags: i32,
     ) -> FsResult<()> {
         self.check_writable()?;
-        let name = name_of(name)?;
+        let name = own_is_read_only(name_of(name)?)?;
         if name == acl::ACCESS || name == acl::DEFAULT {
             return self.set_acl(ino, name, value, flags);
         }
@@ -137,12 +157,36 @@ impl Namespace {
 
     pub(crate) fn removexattr(&self, ino: u64, name: &std::ffi::OsStr) -> FsResult<()> {
         self.check_writable()?;
-        let name = name_of(name)?;
+        let name = own_is_read_only(name_of(name)?)?;
         let mut xattrs = self.xattrs_of(ino)?;
         if xattrs.remove(name).is_none() {
             return Err(libc::ENODATA.into());
         }
         self.store_xattrs(ino, &xattrs)
+    }
+
+    /// [`CHECKSUM`]: the full-object CRC32C the server reports (one HEAD). ENODATA for
+    /// what has none: a directory, a file still being written, an object another tool
+    /// wrote without one, or a composite checksum (not comparable with a file's CRC32C).
+    fn object_checksum(&self, ino: u64) -> FsResult<Vec<u8>> {
+        self.getattr(ino)?;
+        let path = {
+            let table = self.table();
+            let inode = table.get(ino).ok_or(libc::ENOENT)?;
+            if inode.kind != Kind::File || inode.is_being_written() {
+                return Err(libc::ENODATA.into());
+            }
+            inode.path.clone()
+        };
+        let info = self
+            .store
+            .head_object(&self.object_key(&path))
+            .map_err(FsError::from)?
+            .ok_or(libc::ENODATA)?;
+        match info.checksum_crc32c {
+            Some(crc) if crate::s3::decode_crc32c(&crc).is_some() => Ok(crc.into_bytes()),
+            _ => Err(libc::ENODATA.into()),
+        }
     }
 
     /// The attributes the object carries, its headers fetched first when not known.

@@ -78,9 +78,9 @@ pub(crate) struct MemoryStore {
     calls: Mutex<Vec<(&'static str, String)>>,
     next_upload: AtomicU64,
     copy_object_limit: AtomicU64,
-    /// Report a full-object CRC32C at Complete (as some servers do) instead of S3's
-    /// composite `...-N`.
-    full_object_checksums: AtomicBool,
+    /// Keep only S3's composite `...-N` CRC32C of a multipart object, as servers without
+    /// full-object checksums do (AWS and Garage 2.x keep the full-object one we ask for).
+    composite_checksums: AtomicBool,
 }
 
 fn error(operation: &'static str, key: &str, status: u16, code: &str, message: &str) -> S3Error {
@@ -396,10 +396,10 @@ impl ObjectStore for MemoryStore {
                 }
                 body.extend_from_slice(&stored.body);
             }
-            let full_object = self.full_object_checksums.load(Ordering::Relaxed);
-            let checksum = upload.checksummed.then(|| match full_object {
-                true => crc32c_base64(&body),
-                false => composite_checksum(parts),
+            let composite = self.composite_checksums.load(Ordering::Relaxed);
+            let checksum = upload.checksummed.then(|| match composite {
+                false => crc32c_base64(&body),
+                true => composite_checksum(parts),
             });
             let etags: String = parts.iter().map(|part| part.etag.as_str()).collect();
             let object = StoredObject {

@@ -28,7 +28,11 @@ pub(crate) mod memory;
 mod retry;
 mod sdk;
 
-pub(crate) use checksum::{composite_checksum, crc32c_base64};
+#[cfg(test)]
+pub(crate) use checksum::composite_checksum;
+pub(crate) use checksum::{
+    crc32c_base64, decode_crc32c, encode_crc32c, full_object_checksum, matches_parts,
+};
 pub(crate) use connect::{Connection, DEFAULT_REQUEST_TIMEOUT, connect};
 pub(crate) use error::{S3Error, S3ErrorKind};
 pub(crate) use retry::retry_within;
@@ -141,8 +145,9 @@ pub(crate) trait ObjectStore: Send + Sync {
 
     fn delete_object(&self, key: &str) -> Result<(), S3Error>;
 
-    /// Starts a multipart upload whose parts carry CRC32C checksums (`checksummed`) or
-    /// none (server-side part copies).
+    /// Starts a multipart upload whose parts carry CRC32C checksums (`checksummed`: the
+    /// object gets a full-object CRC32C where the server keeps one) or none (server-side
+    /// part copies).
     fn create_multipart_upload(
         &self,
         key: &str,
@@ -170,7 +175,8 @@ pub(crate) trait ObjectStore: Send + Sync {
         range: Range<u64>,
     ) -> Result<String, S3Error>;
 
-    /// Completes an upload; returns the object's composite CRC32C if reported.
+    /// Completes an upload; returns the object's CRC32C (full-object, or composite
+    /// `...-N`) if reported.
     fn complete_multipart_upload(
         &self,
         key: &str,

@@ -13,7 +13,8 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, MetadataDirective,
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
+    MetadataDirective,
 };
 use bytes::Bytes;
 use tokio::runtime::Handle;
@@ -352,6 +353,8 @@ impl ObjectStore for SdkStore {
             .bucket(&self.bucket)
             .key(key)
             .set_checksum_algorithm(checksummed.then_some(ChecksumAlgorithm::Crc32C))
+            // The object's checksum is then the CRC32C of its bytes, not of its parts'.
+            .set_checksum_type(checksummed.then_some(ChecksumType::FullObject))
             .set_metadata((!headers.metadata.is_empty()).then(|| headers.metadata.clone()))
             .set_content_type(headers.content_type.clone());
         let output = self.send("CreateMultipartUpload", key, 0, request.send())?;

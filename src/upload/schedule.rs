@@ -18,6 +18,8 @@ pub(crate) const PARTS_PER_TIER: u32 = 500;
 pub(crate) struct PartSchedule {
     first_part_size: u64,
     largest_part_size: u64,
+    /// [`PARTS_PER_TIER`], lower only in tests that need a grown part in a small file.
+    parts_per_tier: u32,
 }
 
 impl PartSchedule {
@@ -45,12 +47,21 @@ impl PartSchedule {
         Ok(Self {
             first_part_size,
             largest_part_size: (memory_budget / 2).clamp(first_part_size, MAX_PART_SIZE),
+            parts_per_tier: PARTS_PER_TIER,
         })
+    }
+
+    /// The same schedule with tiers of `parts` parts (at least 1).
+    pub(crate) fn with_parts_per_tier(self, parts: u32) -> Self {
+        Self {
+            parts_per_tier: parts.max(1),
+            ..self
+        }
     }
 
     /// Size of part `part_number` (1-based) when it is not the last part.
     pub(crate) fn part_size(&self, part_number: u32) -> u64 {
-        let tier = (part_number.max(1) - 1) / PARTS_PER_TIER;
+        let tier = (part_number.max(1) - 1) / self.parts_per_tier;
         // Past 33 doublings every size is above the ceiling anyway.
         let grown = self.first_part_size.saturating_mul(1u64 << tier.min(33));
         grown.min(self.largest_part_size)
@@ -61,9 +72,9 @@ impl PartSchedule {
         let index = part_number.max(1) - 1;
         let mut start = 0u64;
         let mut tier_first = 0u32;
-        while tier_first + PARTS_PER_TIER <= index {
-            start += u64::from(PARTS_PER_TIER) * self.part_size(tier_first + 1);
-            tier_first += PARTS_PER_TIER;
+        while tier_first + self.parts_per_tier <= index {
+            start += u64::from(self.parts_per_tier) * self.part_size(tier_first + 1);
+            tier_first += self.parts_per_tier;
         }
         start + u64::from(index - tier_first) * self.part_size(tier_first + 1)
     }
@@ -75,12 +86,12 @@ impl PartSchedule {
         let mut tier_first = 0u32;
         loop {
             let size = self.part_size(tier_first + 1);
-            let tier_bytes = u64::from(PARTS_PER_TIER) * size;
-            if offset < start + tier_bytes || tier_first + PARTS_PER_TIER >= MAX_PARTS {
+            let tier_bytes = u64::from(self.parts_per_tier) * size;
+            if offset < start + tier_bytes || tier_first + self.parts_per_tier >= MAX_PARTS {
                 return tier_first + 1 + ((offset - start) / size) as u32;
             }
             start += tier_bytes;
-            tier_first += PARTS_PER_TIER;
+            tier_first += self.parts_per_tier;
         }
     }
 

@@ -750,6 +750,38 @@ impl S3Check {
         self.head(key).is_some()
     }
 
+    /// The object's CRC32C as the server reports it (HEAD with checksum mode), if any.
+    pub fn checksum_crc32c(&self, key: &str) -> Option<String> {
+        self.rt.block_on(async {
+            let out = self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("HeadObject {key}: {}", DisplayErrorContext(&e)));
+            out.checksum_crc32_c().map(str::to_owned)
+        })
+    }
+
+    /// PutObject with a CRC32C checksum, as a tool that keeps one writes it.
+    pub fn put_crc32c(&self, key: &str, bytes: impl Into<Vec<u8>>) {
+        let bytes: Vec<u8> = bytes.into();
+        self.rt.block_on(async {
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C)
+                .body(ByteStream::from(bytes))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("PutObject {key}: {}", DisplayErrorContext(&e)));
+        });
+    }
+
     pub fn put(&self, key: &str, bytes: impl Into<Vec<u8>>) {
         self.put_with_metadata(key, bytes, &[]);
     }

@@ -127,16 +127,14 @@ fn an_upload_aborted_by_someone_else_fails_close_and_publishes_nothing() {
 }
 
 #[test]
-fn a_full_object_checksum_at_complete_is_not_mistaken_for_a_wrong_composite_one() {
+fn a_full_object_or_composite_checksum_at_complete_is_checked_against_the_parts() {
     let fx = Fixture::new();
-    fx.store.report_full_object_checksums();
     let data = bytes(12 * MIB, 13);
     fx.put("full", &data);
-    assert_eq!(
-        fx.body("full").unwrap(),
-        data,
-        "the object must not be removed"
-    );
+    assert_eq!(fx.body("full").unwrap(), data, "the object must stay");
+    fx.store.keep_composite_checksums();
+    fx.put("composite", &data);
+    assert_eq!(fx.body("composite").unwrap(), data, "the object must stay");
 }
 
 #[test]

@@ -247,3 +247,34 @@ fn a_default_acl_on_a_file_is_eacces_and_a_malformed_acl_einval() {
     let malformed = set(&fx, ino, "system.posix_acl_access", &[2, 0, 0, 0, 1]);
     assert_eq!(malformed.errno(), Some(libc::EINVAL));
 }
+
+#[test]
+fn the_checksum_attribute_is_the_objects_crc32c_whatever_its_parts_and_is_read_only() {
+    let fx = Fixture::new();
+    let name = OsStr::new(crate::namespace::CHECKSUM);
+    let small = fx.put("small", b"data");
+    assert_eq!(
+        fx.ns.getxattr(small, name).unwrap(),
+        crate::s3::crc32c_base64(b"data").into_bytes()
+    );
+    let data = bytes(12 * MIB, 3);
+    let big = fx.put("big", &data);
+    assert_eq!(
+        fx.ns.getxattr(big, name).unwrap(),
+        crate::s3::crc32c_base64(&data).into_bytes(),
+        "the full-object CRC32C, not the composite of 2 parts"
+    );
+    assert_eq!(fx.ns.listxattr(big).unwrap(), b"", "not listed");
+    assert_eq!(
+        set(&fx, big, crate::namespace::CHECKSUM, b"x").errno(),
+        Some(libc::EPERM)
+    );
+    let (writing, fh) = fx.create("writing");
+    fx.write(fh, 0, b"partial").unwrap();
+    assert_eq!(fx.ns.getxattr(writing, name).errno(), Some(libc::ENODATA));
+    fx.close(fh).unwrap();
+    // A server that keeps only composite checksums: nothing comparable to show.
+    fx.store.keep_composite_checksums();
+    let composite = fx.put("composite", &data);
+    assert_eq!(fx.ns.getxattr(composite, name).errno(), Some(libc::ENODATA));
+}

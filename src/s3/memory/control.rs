@@ -24,8 +24,8 @@ impl MemoryStore {
             Some(std::sync::Arc::new(Box::new(hook)));
     }
 
-    pub(crate) fn report_full_object_checksums(&self) {
-        self.full_object_checksums.store(true, Ordering::Relaxed);
+    pub(crate) fn keep_composite_checksums(&self) {
+        self.composite_checksums.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn set_copy_object_limit(&self, limit: u64) {

@@ -46,12 +46,27 @@ fn a_put_with_a_wrong_crc32c_is_refused_as_bad_digest_and_stores_nothing() {
 }
 
 #[test]
-fn a_multipart_object_is_its_parts_in_order_with_a_composite_checksum() {
+fn a_multipart_object_is_its_parts_in_order_with_a_full_object_or_composite_checksum() {
     let store = MemoryStore::new();
+    let first = vec![1u8; MIN_PART_SIZE];
+    let id = store
+        .create_multipart_upload("full", &ObjectHeaders::default(), true)
+        .unwrap();
+    let parts = vec![
+        upload(&store, "full", 1, &first),
+        upload(&store, "full", 2, b"tail"),
+    ];
+    let reported = store
+        .complete_multipart_upload("full", &id, &parts)
+        .unwrap();
+    assert_eq!(
+        reported,
+        Some(crc32c_base64(&[first.as_slice(), b"tail"].concat()))
+    );
+    store.keep_composite_checksums();
     let id = store
         .create_multipart_upload("big", &ObjectHeaders::default(), true)
         .unwrap();
-    let first = vec![1u8; MIN_PART_SIZE];
     let parts = vec![
         upload(&store, "big", 1, &first),
         upload(&store, "big", 2, b"tail"),

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use log::{debug, error, info, warn};
 
 use super::*;
-use crate::s3::{composite_checksum, crc32c_base64};
+use crate::s3::{UploadedPart, crc32c_base64, full_object_checksum, matches_parts};
 
 impl ObjectWriter {
     /// Makes the object appear in S3 with exactly the bytes written, or fails and
@@ -120,7 +120,6 @@ impl ObjectWriter {
                     uploaded.len()
                 ));
             }
-            let expected = composite_checksum(&uploaded);
             let reported = match crate::s3::retry_within(
                 self.context.retry_budget,
                 || store.complete_multipart_upload(upload.key(), &upload_id, &uploaded),
@@ -132,7 +131,12 @@ impl ObjectWriter {
                 // Only an object with our checksum proves the first.
                 Err(e) if e.kind == crate::s3::S3ErrorKind::NotFound => {
                     return match store.head_object(upload.key()) {
-                        Ok(Some(info)) if info.checksum_crc32c.as_deref() == Some(&expected) => {
+                        Ok(Some(info))
+                            if info
+                                .checksum_crc32c
+                                .as_deref()
+                                .is_some_and(|c| matches_parts(c, &uploaded)) =>
+                        {
                             if let Some(resume) = &self.context.resume {
                                 resume.journal().remove(&upload_id);
                             }
@@ -150,14 +154,12 @@ impl ObjectWriter {
             if let Some(resume) = &self.context.resume {
                 resume.journal().remove(&upload_id);
             }
-            // Only a composite checksum ("...-N" with our part count) is comparable with
-            // ours; a full-object checksum or another form is left to the size check.
-            let comparable = reported
-                .as_deref()
-                .is_some_and(|r| r.ends_with(&format!("-{}", uploaded.len())));
-            if let Some(reported) = reported.filter(|_| comparable)
-                && reported != expected
+            // The full-object CRC32C combined from the parts' own, or the composite
+            // one ("...-N") from a server that keeps only that: either must be ours.
+            if let Some(reported) = reported
+                && !matches_parts(&reported, &uploaded)
             {
+                let expected = full_object_checksum(&uploaded).unwrap_or_default();
                 // Complete has happened, so there is no upload left to abort: the object
                 // itself must go.
                 return Err(upload_error!(
@@ -181,7 +183,7 @@ impl ObjectWriter {
                 warn!("could not remove {:?} after moving it: {e}", upload.key());
             }
         }
-        self.verify_size(parts.size, &composite_checksum(&uploaded))?;
+        self.verify_size(parts.size, &uploaded)?;
         if upload.key() == self.key && upload.headers() != &self.headers {
             // chmod/utimes arrived after CreateMultipartUpload: one copy applies them.
             store
@@ -217,12 +219,17 @@ impl ObjectWriter {
     }
 
     /// After Complete, the object must have exactly the size written. A wrong object is
-    /// removed only when its checksum proves it is ours (`checksum`): one that another
-    /// writer put there meanwhile is left alone.
-    pub(super) fn verify_size(&self, size: u64, checksum: &str) -> Result<(), UploadError> {
+    /// removed only when its checksum proves it is ours (what `parts` make): one that
+    /// another writer put there meanwhile is left alone.
+    fn verify_size(&self, size: u64, parts: &[UploadedPart]) -> Result<(), UploadError> {
         match self.context.store.head_object(&self.key) {
             Ok(Some(info)) if info.size == size => Ok(()),
-            Ok(Some(info)) if info.checksum_crc32c.as_deref() == Some(checksum) => {
+            Ok(Some(info))
+                if info
+                    .checksum_crc32c
+                    .as_deref()
+                    .is_some_and(|c| matches_parts(c, parts)) =>
+            {
                 Err(upload_error!(
                     "completed object has {} bytes, {size} were written; {}",
                     info.size,
