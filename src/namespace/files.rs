@@ -87,8 +87,13 @@ pub(super) enum OpenFile {
     },
 }
 
-/// The thread group of `pid` (FUSE reports thread ids; a process's threads share a group).
+/// The thread group of `pid` (FUSE reports thread ids; a process's threads share a
+/// group); `pid` itself when not known within [`holders::PROC_BOUND`].
 fn thread_group_of(pid: u32) -> u32 {
+    holders::within(holders::PROC_BOUND, pid, move || thread_group_now(pid))
+}
+
+fn thread_group_now(pid: u32) -> u32 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
@@ -467,21 +472,22 @@ impl Namespace {
         let OpenFile::Writer { ino, active } = &*file else {
             return Ok(());
         };
-        let tgid = thread_group_of(pid);
-        let opener = tgid == active.opener_tgid;
+        // Nothing of the closing thread's own /proc entries is read here: a child
+        // closing at exec blocks their readers until it has our answer.
+        let opener = holders::in_thread_group(pid, active.opener_tgid);
         if killed {
             info!(
-                "inode {ino}: process {tgid} was killed by a signal with the file open: \
-                 the file keeps what it wrote, as on a local disk"
+                "inode {ino}: process of thread {pid} was killed by a signal with the file \
+                 open: the file keeps what it wrote, as on a local disk"
             );
         }
         // The last close completes the upload and gets its result. The opener's close is
         // the last unless it handed the descriptor to a child that still holds it; a
         // close from another process is the last when nobody holds the file any more.
-        let may_be_held = !opener || holders::has_children(tgid);
-        if may_be_held && self.held_elsewhere(*ino, opener) {
+        let may_be_held = !opener || holders::has_children(active.opener_tgid);
+        if may_be_held && self.held_elsewhere(*ino, opener, pid) {
             debug!(
-                "inode {ino}: closed by process {tgid} (opener {}), still open elsewhere: \
+                "inode {ino}: closed by thread {pid} (opener {}), still open elsewhere: \
                  completing at the last close",
                 active.opener_tgid
             );
@@ -501,10 +507,12 @@ impl Namespace {
 
     /// Whether some process still has the file `ino` open. Without a known mountpoint:
     /// assume so for a close from another process, not for the opener's (as before).
-    pub(super) fn held_elsewhere(&self, ino: u64, opener: bool) -> bool {
+    pub(super) fn held_elsewhere(&self, ino: u64, opener: bool, closing: u32) -> bool {
         let path = self.table().get(ino).map(|inode| inode.path.clone());
         match (&self.config.mountpoint, path) {
-            (Some(mountpoint), Some(path)) => holders::held_open(&mountpoint.join(path)),
+            (Some(mountpoint), Some(path)) => {
+                holders::held_open_by_any(&mountpoint.join(path), closing)
+            }
             _ => !opener,
         }
     }

@@ -31,6 +31,7 @@ mod entries;
 mod error;
 mod files;
 mod holders;
+pub(crate) use holders::{PROC_BOUND, within as proc_within};
 mod inode;
 mod lookup;
 mod metadata;
