@@ -2,7 +2,7 @@
 # Installs the Debian packages s3upfs's scripts and tests need, if missing.
 # Usage: scripts/install-deps.sh [extra-package ...]
 set -euo pipefail
-packages=(fuse3 rsync systemd acl "$@")
+packages=(fuse3 rsync systemd acl attr "$@")
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

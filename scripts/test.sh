@@ -21,6 +21,7 @@ echo "== tool versions: $(rsync --version | head -n1)"
 echo "==                fuse3 $(dpkg-query -W -f='${Version}' fuse3 2>/dev/null || echo '?'), $(fusermount3 --version 2>&1 | head -n1)"
 echo "==                kernel $(uname -r), $("$S3UPFS_GARAGE_BIN" --version 2>/dev/null | head -n1 || echo 'garage ?')"
 echo "==                $("$S3UPFS_PJDFSTEST_BIN" --version 2>/dev/null | head -n1 || echo 'pjdfstest ?')"
+echo "==                $(getfattr --version 2>/dev/null | head -n1 || echo 'getfattr ?')"
 echo "==                $(rustc --version), $(cargo nextest --version 2>/dev/null | head -n1)"
 
 # --workspace: the root package and the embedded server's crate (local/) alike.

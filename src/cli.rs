@@ -489,7 +489,8 @@ fn as_mount_helper(args: Vec<std::ffi::OsString>) -> Option<Vec<std::ffi::OsStri
         .is_some_and(|name| name.to_string_lossy().starts_with("mount."));
     let first = args.get(1).map(|arg| arg.to_string_lossy().into_owned());
     let subcommand = first.as_deref().is_some_and(|arg| {
-        arg.starts_with('-') || ["mount", "cleanup", "lifecycle", "status", "help"].contains(&arg)
+        arg.starts_with('-')
+            || ["mount", "cleanup", "lifecycle", "status", "verify", "help"].contains(&arg)
     });
     if !called_as_helper && (subcommand || first.is_none()) {
         return Some(args);

@@ -774,7 +774,9 @@ impl S3Check {
                 .put_object()
                 .bucket(&self.bucket)
                 .key(key)
-                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C)
+                .checksum_crc32_c(aws_smithy_types::base64::encode(
+                    crc32c::crc32c(&bytes).to_be_bytes(),
+                ))
                 .body(ByteStream::from(bytes))
                 .send()
                 .await
