@@ -9,7 +9,7 @@
 #   --size SIZE  the large file (default 1GiB; 64MiB with --quick), e.g. 512MiB, 2GiB
 #   --repeat N   runs per measurement (default 3; 1 with --quick); the table shows median (min–max)
 #   --only LIST  comma-separated contestants: raw,s3upfs,s3fs,rclone-off,rclone-writes,aws-cli
-#   --workloads LIST  comma-separated: large,parallel,small,scale,files,resume (default: all)
+#   --workloads LIST  comma-separated: large,parallel,small,scale,files,resume,verify (default: all)
 #   --files N    how many files the files workload copies (default 200000; 1000 with --quick)
 #   --no-build   use the binaries already built (cargo's target dir)
 #   --profile P  cargo profile to build and run (default release; the test suite's smoke run
@@ -42,6 +42,9 @@
 #   resume    s3upfs only: a plain cp of the large file, then the same cp with the daemon
 #             SIGKILLed once S3 has acknowledged 70% of it (`s3upfs status`), a remount and
 #             the cp again: the bytes the second cp sent and its time against the plain cp
+#   verify    s3upfs only: the small files and the large file copied in, then
+#             `s3upfs verify` of each against the bucket, and `rsync -a --checksum
+#             --dry-run` of each through the mount: time, S3 requests and bytes read
 #
 # Contestants without a mount (raw, aws-cli) report their own process's CPU and peak RSS
 # (aws-cli through GNU time; 8 parallel aws processes are summed).
@@ -61,7 +64,7 @@ quick=0
 size_arg=""
 repeat_arg=""
 only="raw,s3upfs,s3fs,rclone-off,rclone-writes,aws-cli"
-workloads="large,parallel,small,scale,files,resume"
+workloads="large,parallel,small,scale,files,resume,verify"
 files_arg=""
 build=1
 profile=release
@@ -133,7 +136,7 @@ has_contestant() { [[ " ${contestants[*]} " == *" $1 "* ]]; }
 IFS=, read -r -a selected_workloads <<<"$workloads"
 for w in "${selected_workloads[@]}"; do
   case "$w" in
-    large | parallel | small | scale | files | resume) ;;
+    large | parallel | small | scale | files | resume | verify) ;;
     *) echo "unknown workload: $w" >&2; exit 2 ;;
   esac
 done
@@ -382,7 +385,7 @@ files_in_dir() { echo $((files_count / files_dirs + ($1 < files_count % files_di
 
 make_sources() {
   local big=$MiB s i sizes=()
-  if has_workload large || has_workload resume; then sizes+=("$large_size"); fi
+  if has_workload large || has_workload resume || has_workload verify; then sizes+=("$large_size"); fi
   ! has_workload parallel || sizes+=($((parallel_writers * parallel_size)))
   ! has_workload scale || ! has_contestant s3upfs || sizes+=("${scale_sizes[@]}")
   for s in "${sizes[@]}"; do
@@ -393,7 +396,7 @@ make_sources() {
     head -c "$big" >"$work/src/big.bin" || true # openssl dies of SIGPIPE: expected
   [ "$(stat -c %s "$work/src/big.bin")" = "$big" ] || die "generating source data failed"
   slice() { dd if="$work/src/big.bin" of="$2" bs=1M skip=$(($1 / MiB)) count=$(($3 / MiB)) status=none; }
-  if has_workload large || has_workload resume; then
+  if has_workload large || has_workload resume || has_workload verify; then
     slice 0 "$work/src/large.bin" "$large_size"
     large_md5=$(md5sum <"$work/src/large.bin" | cut -d' ' -f1)
   fi
@@ -761,6 +764,57 @@ workload_resume() {
   verify_md5 s3upfs/resume/big.bin "$large_md5"
   log "s3upfs/resume: killed at $(mib "$acknowledged") MiB; the cp again sent $(mib "$sent") MiB in $(printf %.2f "$seconds") s"
   unmount_contestant
+}
+
+# Runs "$@" (a check of tree $1 named $2), recording its seconds and the S3 requests it
+# made (Garage's counters) as verify/<$2>.
+verify_timed() {
+  local name=$1 t0 t1 rc=0
+  shift
+  request_counters >"$work/req-before"
+  t0=$(now)
+  "$@" >"$work/logs/verify-$name.out" 2>&1 || rc=$?
+  t1=$(now)
+  request_counters >"$work/req-after"
+  record verify "$name" seconds "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
+  record verify "$name" exit "$rc"
+  join -a2 -e0 -o 0,1.2,2.2 "$work/req-before" "$work/req-after" |
+    awk -v c="$name" 'BEGIN { OFS = "\t" } { d = $3 - $2; if (d > 0) print "verify", c, "req:" $1, d }' >>"$records"
+}
+
+workload_verify() {
+  mount_contestant s3upfs
+  mkdir -p "$mnt/s3upfs/verify/large" "$work/verify-large"
+  cp -r "$work/src/small" "$mnt/s3upfs/verify/small" || fail "cp -r of the small files failed"
+  cp "$work/src/large.bin" "$mnt/s3upfs/verify/large/large.bin" || fail "cp of the large file failed"
+  ln -f "$work/src/large.bin" "$work/verify-large/large.bin"
+  sleep 2
+  local tree source
+  for tree in small large; do
+    source=$work/src/small
+    [ "$tree" = small ] || source=$work/verify-large
+    verify_timed "verify-$tree" "$s3upfs_bin" verify "$source" "s3://$S3_BUCKET/s3upfs/verify/$tree/" \
+      --endpoint-url "$S3_ENDPOINT" --region "$AWS_REGION" --force-path-style --json
+    grep -q '"differing": \[\]' "$work/logs/verify-verify-$tree.out" || fail "verify of $tree found differences"
+    verify_timed "rsync-$tree" rsync -a --checksum --dry-run --itemize-changes "$source/" "$mnt/s3upfs/verify/$tree/"
+    [ ! -s "$work/logs/verify-rsync-$tree.out" ] || fail "rsync --checksum of $tree found differences"
+  done
+  record verify s3upfs crc_gib_s "$(sed -n 's/.*"crc32c_gib_per_second": *\([0-9.]*\).*/\1/p' "$work/logs/verify-verify-large.out")"
+  unmount_contestant
+}
+
+verify_table() {
+  local tree tool v
+  echo "| tree | tool | seconds | HeadObject | GetObject | ListObjectsV2 | exit |"
+  echo "|---|---|---|---|---|---|---|"
+  for tree in small large; do
+    for tool in verify rsync; do
+      v=$tool-$tree
+      echo "| $tree | $([ "$tool" = verify ] && echo '`s3upfs verify`' || echo '`rsync -a --checksum --dry-run`, mount') | $(first_value verify "$v" seconds | awk '$0 == "–" { print; next } { printf "%.2f", $0 }') | $(first_value verify "$v" req:HeadObject) | $(first_value verify "$v" req:GetObject) | $(first_value verify "$v" req:ListObjectsV2) | $(first_value verify "$v" exit) |"
+    done
+  done
+  echo
+  echo "CRC32C while hashing the large file: $(first_value verify s3upfs crc_gib_s) GiB/s per core. Status: $(status_of verify s3upfs)."
 }
 
 # A resume figure with a printf format ("mib_bytes": bytes shown as MiB); "–" when missing.
@@ -1171,6 +1225,12 @@ report() {
     echo
     resume_table
   fi
+  if has_workload verify && has_contestant s3upfs; then
+    echo
+    echo "## Verify: $small_count small files and one file of $(mib "$large_size") MiB against the bucket"
+    echo
+    verify_table
+  fi
   if [ ${#files_contestants[@]} -gt 0 ]; then
     echo
     echo "## Files: cp -r of $files_count × $((files_size >> 10)) KiB in $files_dirs directories, then find | xargs stat"
@@ -1215,6 +1275,7 @@ main() {
   done
   if has_workload scale && has_contestant s3upfs; then run_pair scale s3upfs; fi
   if has_workload resume && has_contestant s3upfs; then run_pair resume s3upfs; fi
+  if has_workload verify && has_contestant s3upfs; then run_pair verify s3upfs; fi
   for c in "${files_contestants[@]}"; do
     restart_garage # an empty bucket for each: the curve is the contestant's from 0 objects
     run_pair files "$c"
