@@ -7,7 +7,7 @@
 //! directory (the `user.s3upfs.crc32c` attribute, which the daemon answers with a
 //! HEAD). An object without a full-object CRC32C (another tool wrote it, or the server
 //! keeps only composite checksums) is "unverifiable", never "ok". Files only: a
-//! symbolic link or an empty directory is not compared.
+//! symbolic link (and its object) or an empty directory is not compared.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -136,7 +136,7 @@ struct Mount(PathBuf);
 
 impl Remote for Mount {
     fn files(&self) -> Result<BTreeMap<String, u64>, String> {
-        Ok(walk(&self.0)?.into_iter().collect())
+        Ok(walk(&self.0)?.files.into_iter().collect())
     }
 
     fn checksum(&self, path: &str) -> Result<Option<u32>, String> {
@@ -177,10 +177,19 @@ fn xattr(path: &Path, name: &str) -> std::io::Result<Option<Vec<u8>>> {
     Ok(Some(value))
 }
 
-/// Every regular file under `root`: relative path (with `/`) → size. Symbolic links
-/// are not followed.
-fn walk(root: &Path) -> Result<Vec<(String, u64)>, String> {
-    let mut found = Vec::new();
+/// What [`walk`] finds under a root: regular files (relative path with `/`, size) and
+/// symbolic links (not compared, so not "extra" either).
+#[derive(Default)]
+struct Tree {
+    files: Vec<(String, u64)>,
+    links: Vec<String>,
+}
+
+/// Every regular file and symbolic link under `root`; links are not followed. Types come
+/// from lstat, not from readdir: a mount may type an object it has not looked up yet
+/// (a symlink among them) as a regular file in a listing.
+fn walk(root: &Path) -> Result<Tree, String> {
+    let mut tree = Tree::default();
     let mut folders = vec![PathBuf::new()];
     while let Some(folder) = folders.pop() {
         let entries = std::fs::read_dir(root.join(&folder))
@@ -188,21 +197,25 @@ fn walk(root: &Path) -> Result<Vec<(String, u64)>, String> {
         for entry in entries {
             let entry = entry.map_err(|e| format!("{}: {e}", root.join(&folder).display()))?;
             let relative = folder.join(entry.file_name());
-            let kind = entry
-                .file_type()
+            let metadata = entry
+                .metadata()
                 .map_err(|e| format!("{}: {e}", root.join(&relative).display()))?;
+            let kind = metadata.file_type();
             if kind.is_dir() {
                 folders.push(relative);
-            } else if kind.is_file() {
-                let Some(text) = relative.to_str() else {
-                    return Err(format!("{}: not UTF-8", relative.display()));
-                };
-                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                found.push((text.to_owned(), size));
+                continue;
+            }
+            let Some(text) = relative.to_str() else {
+                return Err(format!("{}: not UTF-8", relative.display()));
+            };
+            if kind.is_file() {
+                tree.files.push((text.to_owned(), metadata.len()));
+            } else if kind.is_symlink() {
+                tree.links.push(text.to_owned());
             }
         }
     }
-    Ok(found)
+    Ok(tree)
 }
 
 /// CRC32C of a local file, and the time spent in the CRC itself.
@@ -250,7 +263,12 @@ fn verify(local: &Path, target: Target) -> Result<Report, String> {
     let mut remote_files = remote.files()?;
     let mut report = Report::default();
     let mut both = Vec::new();
-    for (path, size) in walk(local)? {
+    let tree = walk(local)?;
+    for link in &tree.links {
+        // The backup's copy of a symbolic link is an object too: not compared, not extra.
+        remote_files.remove(link);
+    }
+    for (path, size) in tree.files {
         match remote_files.remove(&path) {
             None => report.missing.push(path),
             Some(remote_size) if remote_size != size => report.differing.push(path),
@@ -300,7 +318,13 @@ fn verify(local: &Path, target: Target) -> Result<Report, String> {
             Outcome::Unverifiable => report.unverifiable.push(path),
         }
     }
-    report.differing.sort();
+    for list in [
+        &mut report.differing,
+        &mut report.missing,
+        &mut report.unverifiable,
+    ] {
+        list.sort();
+    }
     report.bytes_hashed = total;
     let seconds = hashing_nanos.load(Ordering::Relaxed) as f64 / 1e9;
     report.crc32c_gib_per_second = if seconds > 0.0 {

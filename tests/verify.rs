@@ -71,6 +71,9 @@ fn verify_matches_every_part_layout_with_heads_only_and_names_exactly_what_chang
     for (index, (name, size)) in files.iter().enumerate() {
         std::fs::write(local.path().join(name), random_bytes(*size, index as u64)).expect("write");
     }
+    // A symbolic link is copied as one (an object in the bucket): neither compared nor
+    // extra, by bucket or by mount.
+    std::os::unix::fs::symlink("one-byte", local.path().join("link")).expect("symlink");
     let backup = mount.join("backup");
     let copied = std::process::Command::new("cp")
         .arg("-r")
