@@ -60,6 +60,21 @@ fn a_small_file_written_on_the_local_server_becomes_an_object() {
         server.client().get("hello.txt").as_deref(),
         Some(&b"local bytes"[..])
     );
+    // A multipart upload too: the embedded server refuses a full-object checksum, and
+    // the mount goes on with composite ones (no whole-object CRC32C to show).
+    let big = common::random_bytes(20 << 20, 7);
+    std::fs::write(mount.join("big.bin"), &big).expect("write a multipart file");
+    assert!(
+        server.client().get("big.bin") == Some(big),
+        "big.bin is whole"
+    );
+    let shown = mount.sh("getfattr --only-values -n user.s3upfs.crc32c \"$MNT/big.bin\"");
+    assert!(
+        !shown.status.success()
+            && String::from_utf8_lossy(&shown.stderr).contains("No such attribute"),
+        "{shown:?}"
+    );
+    assert!(mount.log().contains("refused a full-object checksum"));
     let status = mount.unmount();
     assert!(status.success(), "daemon exit status {status:?}");
 }

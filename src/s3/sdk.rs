@@ -31,6 +31,10 @@ pub(crate) struct SdkStore {
     endpoint: Option<String>,
     request_timeout: Duration,
     copy_object_limit: u64,
+    /// Whether multipart uploads ask for a FULL_OBJECT checksum; cleared for good the
+    /// first time the server refuses the request (the embedded server, servers before
+    /// S3's 2025 checksums), so its uploads keep working with composite checksums.
+    full_object: std::sync::atomic::AtomicBool,
 }
 
 impl SdkStore {
@@ -49,6 +53,7 @@ impl SdkStore {
             endpoint,
             request_timeout,
             copy_object_limit,
+            full_object: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -347,17 +352,39 @@ impl ObjectStore for SdkStore {
         headers: &ObjectHeaders,
         checksummed: bool,
     ) -> Result<String, S3Error> {
-        let request = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_checksum_algorithm(checksummed.then_some(ChecksumAlgorithm::Crc32C))
-            // The object's checksum is then the CRC32C of its bytes, not of its parts'.
-            .set_checksum_type(checksummed.then_some(ChecksumType::FullObject))
-            .set_metadata((!headers.metadata.is_empty()).then(|| headers.metadata.clone()))
-            .set_content_type(headers.content_type.clone());
-        let output = self.send("CreateMultipartUpload", key, 0, request.send())?;
+        use std::sync::atomic::Ordering;
+        let create = |full_object: bool| {
+            let request = self
+                .client
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .set_checksum_algorithm(checksummed.then_some(ChecksumAlgorithm::Crc32C))
+                // The object's checksum is then the CRC32C of its bytes, not of its parts'.
+                .set_checksum_type(full_object.then_some(ChecksumType::FullObject))
+                .set_metadata((!headers.metadata.is_empty()).then(|| headers.metadata.clone()))
+                .set_content_type(headers.content_type.clone());
+            self.send("CreateMultipartUpload", key, 0, request.send())
+        };
+        let full_object = checksummed && self.full_object.load(Ordering::Relaxed);
+        let output = match create(full_object) {
+            Err(e)
+                if full_object
+                    && matches!(e.kind, S3ErrorKind::Rejected | S3ErrorKind::Other)
+                    && (e.detail.contains("NotImplemented")
+                        || e.detail.contains("InvalidRequest")
+                        || e.detail.contains("InvalidArgument")) =>
+            {
+                self.full_object.store(false, Ordering::Relaxed);
+                log::warn!(
+                    "the server refused a full-object checksum ({e}): multipart objects get \
+                     S3's composite CRC32C instead, which `s3upfs verify` reports as \
+                     unverifiable"
+                );
+                create(false)?
+            }
+            other => other?,
+        };
         output.upload_id().map(str::to_owned).ok_or_else(|| {
             S3Error::protocol("CreateMultipartUpload", key, "response has no upload id")
         })
